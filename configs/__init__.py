@@ -1,0 +1,1 @@
+"""The shipped profiles and catalogs, installed as package data (``telemetry_configs``)."""

@@ -1,0 +1,46 @@
+"""The ``tgw`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.decode_command import add_decode_command
+from protocol.errors import GatewayError
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser for ``tgw`` and its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="tgw",
+        description="Telemetry gateway: decode binary frames from microcontrollers "
+        "and relay them. Run 'tgw COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    add_decode_command(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``tgw`` with ``argv`` (default: the process arguments); return the exit status."""
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    try:
+        status: int = arguments.run(arguments)
+    except GatewayError as exc:
+        print(f"tgw: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The project's exceptions: one root, protocol errors apart from configuration errors.
+
+Bad bytes on the wire are *not* exceptions: the stream decoder reports them as
+:class:`protocol.events.StreamError` events. Exceptions are for mistakes the caller
+can fix: an invalid profile or catalog, or a message that cannot be encoded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["ConfigError", "EncodeError", "GatewayError", "ProtocolError"]
+
+
+class GatewayError(Exception):
+    """Root of every exception this project raises on purpose."""
+
+
+class ProtocolError(GatewayError):
+    """A frame or message cannot be built or understood as asked."""
+
+
+class EncodeError(ProtocolError):
+    """A message cannot be encoded: unknown name, missing field, value out of range."""
+
+
+class ConfigError(GatewayError):
+    """A configuration file is missing, unreadable or invalid.
+
+    ``str(error)`` is one line naming the file, the key path and what was expected,
+    ready to print to an operator as it is.
+    """
+
+    def __init__(self, source: str | Path, key_path: str, problem: str) -> None:
+        self.source = str(source)
+        self.key_path = key_path
+        self.problem = problem
+        where = f"{self.source}: {key_path}" if key_path else self.source
+        super().__init__(f"{where}: {problem}")

@@ -1,0 +1,84 @@
+"""What the stream decoder reports: frames and stream errors, and its statistics.
+
+Events are immutable records. They are ``NamedTuple`` rather than frozen dataclasses
+because the decoder makes one per frame on its hot path, and a frozen dataclass costs
+three times as much to build; they match with ``match``/``case Frame(...)`` all the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+__all__ = ["DecoderStatistics", "ErrorKind", "Event", "Frame", "StreamError"]
+
+
+class ErrorKind(StrEnum):
+    """Why bytes in the stream did not become a frame."""
+
+    GARBAGE = "garbage"
+    """Bytes skipped while hunting for a frame (``size`` says how many)."""
+    BAD_LENGTH = "bad_length"
+    """A sync and a header whose length exceeds the profile's maximum."""
+    BAD_CHECKSUM = "bad_checksum"
+    """A sync, a plausible header and a payload, but the checksum does not match."""
+    PAYLOAD_MISMATCH = "payload_mismatch"
+    """A well-formed frame whose payload length does not fit its known command."""
+    TRUNCATED = "truncated"
+    """The input ended inside what would have been a frame."""
+
+
+class Frame(NamedTuple):
+    """A frame that passed its checksum.
+
+    ``message`` is None (and ``fields`` empty) for a command the catalog does not know;
+    ``payload`` always holds the raw payload bytes and ``raw`` the whole frame.
+    """
+
+    offset: int
+    """Offset of the first sync byte in the stream."""
+    cmd: int
+    message: str | None
+    fields: dict[str, Any]
+    payload: bytes
+    raw: bytes
+    sequence: int | None = None
+    address: int | None = None
+
+
+class StreamError(NamedTuple):
+    """Bytes that did not make a frame, and why. Reported, counted, never raised."""
+
+    kind: ErrorKind
+    offset: int
+    """Offset in the stream of the first byte concerned."""
+    size: int
+    """Bytes concerned: skipped (garbage), or the extent of the rejected candidate frame."""
+    detail: str
+    cmd: int | None = None
+
+
+Event = Frame | StreamError
+
+
+@dataclass(frozen=True, slots=True)
+class DecoderStatistics:
+    """Counts since the decoder was made. Every byte fed is in exactly one of
+    ``bytes_in_frames``, ``bytes_in_rejected_frames``, ``bytes_skipped`` or ``bytes_pending``.
+    """
+
+    bytes_fed: int
+    frames: int
+    """Frames that passed their checksum and decoded (unknown commands included)."""
+    unknown_frames: int
+    """Of ``frames``, those whose command the catalog does not know."""
+    errors: Mapping[ErrorKind, int]
+    """Events by kind (garbage counts runs; ``bytes_skipped`` counts their bytes)."""
+    bytes_in_frames: int
+    bytes_in_rejected_frames: int
+    """Bytes of well-formed frames rejected as ``payload_mismatch``."""
+    bytes_skipped: int
+    bytes_pending: int
+    """Bytes held, waiting for the rest of a frame."""
