@@ -80,7 +80,9 @@ def validate(model: type[Document], data: dict[str, Any], source: str) -> Docume
         error = exc.errors(include_url=False)[0]
         message = error["msg"].removeprefix("Value error, ")
         message = message[:1].lower() + message[1:]
-        if error["type"] not in ("missing", "value_error") and "input" in error:
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (a typo?)"
+        elif error["type"] not in ("missing", "value_error") and "input" in error:
             message += f", got {error['input']!r}"
         location = tuple(part for part in error["loc"] if part != "[key]")
         raise ConfigError(source, _key_path(location) or "(top level)", message) from exc

@@ -97,7 +97,7 @@ class StreamDecoder:
         """
         events: list[Event] = []
         self._scan(events, at_end=True)
-        self._report_garbage(self._base, events, final=True)
+        self._run_start = self._report_garbage(self._run_start, self._base, events, final=True)
         return events
 
     def statistics(self) -> DecoderStatistics:
@@ -118,21 +118,22 @@ class StreamDecoder:
         """The largest frame the profile allows; the decoder never holds more than this."""
         return self._max_frame
 
-    def _report_garbage(self, upto: int, events: list[Event], *, final: bool) -> None:
-        """Report skipped bytes before stream offset ``upto``: all if final, else in blocks."""
+    def _report_garbage(
+        self, run_start: int, upto: int, events: list[Event], *, final: bool
+    ) -> int:
+        """Report the run of skipped bytes from ``run_start`` to ``upto`` (stream offsets).
+
+        Reports it whole if ``final``, else only in full blocks; returns where the part
+        not yet reported begins.
+        """
         limit = self._garbage_report_bytes
-        while upto - self._run_start >= limit or (final and upto > self._run_start):
-            size = min(limit, upto - self._run_start)
-            events.append(
-                StreamError(
-                    ErrorKind.GARBAGE,
-                    self._run_start,
-                    size,
-                    f"skipped {size} byte{'' if size == 1 else 's'}",
-                )
-            )
+        while upto - run_start >= limit or (final and upto > run_start):
+            size = min(limit, upto - run_start)
+            detail = f"skipped {size} byte{'' if size == 1 else 's'}"
+            events.append(StreamError(ErrorKind.GARBAGE, run_start, size, detail))
             self._errors[ErrorKind.GARBAGE] += 1
-            self._run_start += size
+            run_start += size
+        return run_start
 
     def _reject(self, events: list[Event], error: StreamError) -> None:
         events.append(error)
@@ -163,20 +164,21 @@ class StreamDecoder:
         length_index = self._length_index
         sequence_index = self._sequence_index
         address_index = self._address_index
-        plain_header = sequence_index < 0 and address_index < 0
+        new_tuple = tuple.__new__
         messages = self._messages
         append = events.append
         frames = unknown = frame_bytes = 0
+        run_start = self._run_start
         pos = 0
         while pos < size:
             start = buffer.find(sync, pos)
             if start < 0:
                 pos = size if at_end else max(pos, size - self._kept_sync_prefix(buffer, pos))
-                self._report_garbage(base + pos, events, final=False)
+                run_start = self._report_garbage(run_start, base + pos, events, final=False)
                 break
             if start != pos:
                 pos = start
-                self._report_garbage(base + pos, events, final=False)
+                run_start = self._report_garbage(run_start, base + pos, events, final=False)
             header_end = pos + header_size
             if header_end > size:
                 if not at_end:
@@ -206,7 +208,7 @@ class StreamDecoder:
                     ),
                 )
                 pos += 1
-                self._report_garbage(base + pos, events, final=False)
+                run_start = self._report_garbage(run_start, base + pos, events, final=False)
                 continue
             body_end = header_end + length
             end = body_end + checksum_width
@@ -241,10 +243,10 @@ class StreamDecoder:
                     ),
                 )
                 pos += 1
-                self._report_garbage(base + pos, events, final=False)
+                run_start = self._report_garbage(run_start, base + pos, events, final=False)
                 continue
-            if base + pos > self._run_start:
-                self._report_garbage(base + pos, events, final=True)
+            if base + pos > run_start:
+                run_start = self._report_garbage(run_start, base + pos, events, final=True)
             cmd = header[cmd_index]
             message = messages.get(cmd)
             if message is None:
@@ -252,8 +254,8 @@ class StreamDecoder:
                 name = None
                 unknown += 1
             elif message[1] == length:
-                name = message[0]
-                fields = message[2](buffer, header_end)
+                name, _, decode_payload = message
+                fields = decode_payload(buffer, header_end)
             else:
                 self._reject(
                     events,
@@ -268,17 +270,13 @@ class StreamDecoder:
                 )
                 self._bytes_rejected += end - pos
                 pos = end
-                self._run_start = base + pos
+                run_start = base + pos
                 continue
-            if plain_header:
-                append(
-                    Frame(
-                        base + pos, cmd, name, fields, buffer[header_end:body_end], buffer[pos:end]
-                    )
-                )
-            else:
-                append(
-                    Frame(
+            # tuple.__new__ builds the Frame without the Python-level NamedTuple.__new__.
+            append(
+                new_tuple(
+                    Frame,
+                    (
                         base + pos,
                         cmd,
                         name,
@@ -287,12 +285,14 @@ class StreamDecoder:
                         buffer[pos:end],
                         header[sequence_index] if sequence_index >= 0 else None,
                         header[address_index] if address_index >= 0 else None,
-                    )
+                    ),
                 )
+            )
             frames += 1
             frame_bytes += end - pos
             pos = end
-            self._run_start = base + pos
+            run_start = base + pos
+        self._run_start = run_start
         self._frames += frames
         self._unknown_frames += unknown
         self._bytes_in_frames += frame_bytes

@@ -72,14 +72,18 @@ class ValueAdapter(construct.Adapter):  # type: ignore[misc]
 
 
 class ScaleAdapter(ValueAdapter):
-    """``value = raw * scale + offset``, rounded to the decimals the scale and offset have."""
+    """``value = raw * scale + offset``.
+
+    For integer wire types the value is rounded to the decimal places of the scale and
+    offset (a raw 2150 with scale 0.01 reads 21.5, not 21.500000000000004).
+    """
 
     def __init__(self, subcon: Any, scale: float, offset: float, *, integer: bool) -> None:
         super().__init__(subcon)
         self.scale = scale
         self.offset = offset
         self.integer = integer
-        self.decimals = decimals_of(scale, offset)
+        self.decimals = decimals_of(scale, offset) if integer else None
 
     def decode_value(self, raw: float) -> float:
         """Return the engineering value of ``raw``."""

@@ -55,7 +55,7 @@ class _Planner:
             self.order = order
         self.formats.append(fmt)
         self.count += 1
-        return f"v[{self.count - 1}]"
+        return f"v{self.count - 1}"
 
     def _bind(self, value: Any) -> str:
         name = f"_b{len(self.bindings)}"
@@ -101,7 +101,8 @@ def derive_payload_plan(payload: Any) -> PayloadPlan | None:
     except _NoPlanError:
         return None
     layout = struct.Struct((planner.order or "<") + "".join(planner.formats))
-    body = "    v = _unpack(buffer, offset)\n" if planner.count else ""
+    values = "".join(f"v{index}, " for index in range(planner.count))
+    body = f"    {values}= _unpack(buffer, offset)\n" if planner.count else ""
     source = f"def decode(buffer, offset):\n{body}    return {{{', '.join(items)}}}\n"
     namespace: dict[str, Any] = {"_unpack": layout.unpack_from, **planner.bindings}
     exec(compile(source, "<payload plan>", "exec"), namespace)

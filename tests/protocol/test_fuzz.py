@@ -1,0 +1,125 @@
+"""Fuzzing the decoder: whatever arrives, it never raises, never loses a good frame,
+accounts for every byte, and does not care how the bytes were chunked."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol.decoder import StreamDecoder
+from protocol.encoder import FrameEncoder
+from protocol.events import ErrorKind, Event, Frame, StreamError
+from protocol.schema import Schema
+from tests.protocol.streams import split
+
+
+def run(schema: Schema, chunks: list[bytes]) -> tuple[list[Event], StreamDecoder]:
+    decoder = StreamDecoder(schema)
+    events: list[Event] = []
+    for chunk in chunks:
+        events.extend(decoder.feed(chunk))
+        assert decoder.statistics().bytes_pending < decoder.max_frame_size
+    events.extend(decoder.finish())
+    return events, decoder
+
+
+def check_accounting(
+    schema: Schema, data: bytes, events: list[Event], decoder: StreamDecoder
+) -> None:
+    """Every byte is in a frame, a rejected frame or a garbage run, exactly once."""
+    statistics = decoder.statistics()
+    assert statistics.bytes_fed == len(data)
+    assert statistics.bytes_pending == 0
+    total = statistics.bytes_in_frames + statistics.bytes_in_rejected_frames
+    assert total + statistics.bytes_skipped == len(data)
+    covered = bytearray(len(data))
+    for event in events:
+        if isinstance(event, Frame):
+            span, raw = range(event.offset, event.offset + len(event.raw)), event.raw
+            assert data[span.start : span.stop] == raw
+            schema.parse_frame_with_construct(raw)  # the checksum really holds
+        elif event.kind in (ErrorKind.GARBAGE, ErrorKind.PAYLOAD_MISMATCH):
+            span = range(event.offset, event.offset + event.size)
+        else:
+            continue
+        for index in span:
+            assert not covered[index], f"byte {index} accounted twice"
+            covered[index] = 1
+    assert all(covered)
+    garbage = sum(e.size for e in events if isinstance(e, StreamError) and e.kind == "garbage")
+    assert garbage == statistics.bytes_skipped
+    assert statistics.frames == sum(isinstance(event, Frame) for event in events)
+
+
+@settings(max_examples=300)
+@given(data=st.binary(max_size=2000), cuts=st.lists(st.integers(0, 2000), max_size=20))
+def test_random_bytes_never_raise_and_chunking_does_not_matter(
+    default_schema: Schema, data: bytes, cuts: list[int]
+) -> None:
+    whole, decoder = run(default_schema, [data])
+    check_accounting(default_schema, data, whole, decoder)
+    chunked, _ = run(default_schema, split(data, [cut for cut in cuts if cut <= len(data)]))
+    assert chunked == whole
+
+
+@st.composite
+def mutated_streams(draw: st.DrawFn, schema: Schema) -> tuple[bytes, list[tuple[int, bytes]]]:
+    """A stream of valid frames with random mutations; returns it with the intact frames."""
+    encoder = FrameEncoder(schema)
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    pieces: list[bytes] = []
+    for _ in range(draw(st.integers(1, 12))):
+        cmd = rng.choice([*schema.messages, 0x7F])
+        size = schema.messages[cmd].size if cmd in schema.messages else rng.randint(0, 40)
+        pieces.append(encoder.encode_raw(cmd, rng.randbytes(size)))
+    stream = bytearray(b"".join(pieces))
+    touched = [False] * (len(stream) + 1)
+    for _ in range(draw(st.integers(0, 6))):
+        at = draw(st.integers(0, len(stream)))
+        kind = draw(st.sampled_from(["flip", "insert", "delete", "sync"]))
+        if kind == "flip" and at < len(stream):
+            stream[at] ^= 1 << draw(st.integers(0, 7))
+            touched[at] = True
+        elif kind in {"insert", "sync"}:
+            extra = (
+                schema.profile.sync if kind == "sync" else draw(st.binary(min_size=1, max_size=8))
+            )
+            stream[at:at] = extra
+            touched[at:at] = [True] * len(extra)
+        elif kind == "delete" and at < len(stream):
+            del stream[at]
+            del touched[at]
+            touched[at] = True
+    intact, offset = [], 0
+    for piece in pieces:  # find each piece where it still stands untouched
+        found = bytes(stream).find(piece, offset)
+        if found >= 0 and not any(touched[found : found + len(piece)]):
+            intact.append((found, piece))
+            offset = found + len(piece)
+    return bytes(stream), intact
+
+
+@settings(max_examples=300)
+@given(data=st.data())
+def test_mutated_streams_lose_no_intact_frame(
+    default_schema: Schema, crc_schema: Schema, data: st.DataObject
+) -> None:
+    schema = data.draw(st.sampled_from([default_schema, crc_schema]))
+    stream, intact = data.draw(mutated_streams(schema))
+    events, decoder = run(schema, [stream])
+    check_accounting(schema, stream, events, decoder)
+    frames = {(event.offset, event.raw) for event in events if isinstance(event, Frame)}
+    consumed = [  # spans of frames and rejected frames: a checksum collision may hide another
+        (event.offset, event.offset + (len(event.raw) if isinstance(event, Frame) else event.size))
+        for event in events
+        if isinstance(event, Frame) or event.kind == ErrorKind.PAYLOAD_MISMATCH
+    ]
+    for offset, piece in intact:
+        if (offset, piece) not in frames:
+            assert any(start < offset < end for start, end in consumed), (
+                f"intact frame at {offset} lost without a colliding frame over it"
+            )
+    chunked, _ = run(schema, [stream[i : i + 7] for i in range(0, len(stream), 7)])
+    assert chunked == events
