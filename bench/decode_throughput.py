@@ -131,9 +131,8 @@ def main() -> None:
         lambda: run_construct(schema, construct_frames), len(construct_frames), 1
     )
 
-    print(
-        f"frames per run        {count:>12,}   (fed in {CHUNK}-byte chunks, best of {arguments.repeat})"
-    )
+    repeat = arguments.repeat
+    print(f"frames per run        {count:>12,}   ({CHUNK}-byte chunks, best of {repeat} runs)")
     print(f"tgw StreamDecoder     {ours_rate:>12,.0f} frames/s  ({frame_size}-byte frames)")
     print(f"pymavlink parse_buffer{mavlink_rate:>12,.0f} frames/s  (MAVLink v2 ATTITUDE)")
     print(f"construct alone       {construct_rate:>12,.0f} frames/s  (whole frames, the reference)")
