@@ -10,17 +10,21 @@ from typing import IO, Any
 from gateway.records import dumps, event_record
 from protocol.config import DEFAULT_CATALOG, DEFAULT_PROFILE, shipped_names
 from protocol.decoder import StreamDecoder
-from protocol.errors import GatewayError
+from protocol.errors import GatewayError, os_error_reason
 from protocol.events import DecoderStatistics
 from protocol.schema import load_schema
 
-__all__ = ["InputError", "add_decode_command", "summary_line"]
+__all__ = ["InputError", "OutputError", "add_decode_command", "summary_line"]
 
 READ_SIZE = 65536
 
 
 class InputError(GatewayError):
     """An input file cannot be opened or read."""
+
+
+class OutputError(GatewayError):
+    """The decoded output cannot be written."""
 
 
 def add_decode_command(commands: Any) -> None:
@@ -60,7 +64,7 @@ def _open_input(name: str) -> IO[bytes]:
     try:
         return open(name, "rb")
     except OSError as exc:
-        raise InputError(f"{name}: cannot open: {(exc.strerror or str(exc)).lower()}") from exc
+        raise InputError(f"{name}: cannot open: {os_error_reason(exc)}") from exc
 
 
 def summary_line(name: str, statistics: DecoderStatistics) -> str:
@@ -73,28 +77,39 @@ def summary_line(name: str, statistics: DecoderStatistics) -> str:
     )
 
 
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def run_decode(arguments: argparse.Namespace) -> int:
     """Decode ``arguments.file``; return 0 (data errors are reported, not fatal)."""
     decoder = StreamDecoder(load_schema(arguments.profile, arguments.catalog))
-    source = _open_input(arguments.file)
+    if sys.stdout is None:
+        raise OutputError("stdout is closed: nowhere to write the decoded frames")
     output = sys.stdout.buffer
-    try:
-        with source:
-            while True:
-                try:
-                    chunk = source.read(READ_SIZE)
-                except OSError as exc:
-                    message = (exc.strerror or str(exc)).lower()
-                    raise InputError(f"{arguments.file}: cannot read: {message}") from exc
-                if not chunk:
-                    break
+    with _open_input(arguments.file) as source:
+        try:
+            while chunk := _read(source, arguments.file):
                 output.write(b"".join(dumps(event_record(event)) for event in decoder.feed(chunk)))
             output.write(b"".join(dumps(event_record(event)) for event in decoder.finish()))
             output.flush()
-    except BrokenPipeError:
-        # The reader went away (e.g. `tgw decode dump | head`): stop quietly.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        except BrokenPipeError:
+            # The reader went away (e.g. `tgw decode dump | head`): stop quietly.
+            _discard_stdout()
+            return 0
+        except OSError as exc:
+            _discard_stdout()
+            raise OutputError(f"cannot write to stdout: {os_error_reason(exc)}") from exc
     name = "stdin" if arguments.file == "-" else arguments.file
     print(f"tgw decode: {summary_line(name, decoder.statistics())}", file=sys.stderr)
     return 0
+
+
+def _read(source: IO[bytes], name: str) -> bytes:
+    try:
+        return source.read(READ_SIZE)
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read: {os_error_reason(exc)}") from exc

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from protocol.model import ConfigDocument, StrictModel
+from protocol.model import ConfigDocument, InvalidKeyError, StrictModel, first_duplicate
 
 __all__ = ["BitField", "FieldSpec", "FieldType", "MessageCatalog", "MessageSpec"]
 
@@ -54,6 +54,14 @@ class FieldType(StrEnum):
         return int(self.value[1:]) if self.value[0] in "uif" else 0
 
 
+def _unique_enum_names(names: dict[int, str] | None) -> dict[int, str] | None:
+    labels = list((names or {}).values())
+    duplicate = first_duplicate(list(labels))
+    if duplicate is not None:
+        raise ValueError(f"names must be unique, {labels[duplicate]!r} names two values")
+    return names
+
+
 def _check_name(value: str) -> str:
     if not _NAME.match(value):
         raise ValueError(f"expected a name of letters, digits and '_', got {value!r}")
@@ -72,6 +80,8 @@ class BitField(StrictModel):
     description: str = ""
 
     _name = field_validator("name")(_check_name)
+
+    _enum = field_validator("enum")(_unique_enum_names)
 
 
 class FieldSpec(StrictModel):
@@ -93,38 +103,48 @@ class FieldSpec(StrictModel):
     description: str = ""
 
     _name = field_validator("name")(_check_name)
+    _enum = field_validator("enum")(_unique_enum_names)
 
     @model_validator(mode="after")
     def _check_combinations(self) -> FieldSpec:
+        kind = self.type.value
         sized = self.type in (FieldType.BYTES, FieldType.STRING)
         if sized and self.length is None:
-            raise ValueError(f"length: required for type {self.type.value!r}")
+            raise InvalidKeyError(("length",), f"required for type {kind!r}")
         if not sized and self.length is not None:
-            raise ValueError(f"length: only for 'bytes' and 'string', not {self.type.value!r}")
-        scaled = self.scale is not None or self.offset is not None
-        if scaled and not (self.type.is_integer or self.type.is_float):
-            raise ValueError(f"scale/offset: only for numbers, not {self.type.value!r}")
+            raise InvalidKeyError(("length",), f"only for 'bytes' and 'string', not {kind!r}")
+        for key in ("scale", "offset"):
+            if getattr(self, key) is not None and not (self.type.is_integer or self.type.is_float):
+                raise InvalidKeyError((key,), f"only for numbers, not {kind!r}")
         if self.scale == 0:
-            raise ValueError("scale: expected a non-zero number, got 0")
+            raise InvalidKeyError(("scale",), "expected a non-zero number, got 0")
         decorations = [name for name in ("enum", "bits") if getattr(self, name) is not None]
-        if scaled:
+        if self.scale is not None or self.offset is not None:
             decorations.append("scale/offset")
         if len(decorations) > 1:
             raise ValueError(f"expected at most one of enum, bits, scale/offset, got {decorations}")
         if self.enum is not None and not self.type.is_integer:
-            raise ValueError(f"enum: only for integer types, not {self.type.value!r}")
+            raise InvalidKeyError(("enum",), f"only for integer types, not {kind!r}")
         if self.bits is not None:
-            if not self.type.value.startswith("u"):
-                raise ValueError(f"bits: only for unsigned integer types, not {self.type.value!r}")
-            used = sum(bit_field.width for bit_field in self.bits)
-            if used > self.type.bits:
-                raise ValueError(
-                    f"bits: {used} bits declared, {self.type.value} has {self.type.bits}"
-                )
-            names = [bit_field.name for bit_field in self.bits]
-            if len(set(names)) != len(names):
-                raise ValueError(f"bits: names must be unique, got {names}")
+            self._check_bits(self.bits)
         return self
+
+    def _check_bits(self, bits: tuple[BitField, ...]) -> None:
+        if not self.type.value.startswith("u"):
+            raise InvalidKeyError(
+                ("bits",), f"only for unsigned integer types, not {self.type.value!r}"
+            )
+        used = sum(bit_field.width for bit_field in bits)
+        if used > self.type.bits:
+            raise InvalidKeyError(
+                ("bits",), f"{used} bits declared, {self.type.value} has {self.type.bits}"
+            )
+        names = [bit_field.name for bit_field in bits]
+        duplicate = first_duplicate(list(names))
+        if duplicate is not None:
+            raise InvalidKeyError(
+                ("bits", duplicate, "name"), f"names must be unique, {names[duplicate]!r} is taken"
+            )
 
     def element_size(self) -> int:
         """Bytes of one element on the wire."""
@@ -151,9 +171,12 @@ class MessageSpec(StrictModel):
     @model_validator(mode="after")
     def _unique_fields(self) -> MessageSpec:
         names = [spec.name for spec in self.fields]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"fields: names must be unique, {duplicates} appear twice")
+        duplicate = first_duplicate(list(names))
+        if duplicate is not None:
+            raise InvalidKeyError(
+                ("fields", duplicate, "name"),
+                f"names must be unique, [{names[duplicate]!r}] is taken",
+            )
         return self
 
     @property
@@ -175,9 +198,12 @@ class MessageCatalog(ConfigDocument):
     def _unique_messages(self) -> MessageCatalog:
         for attribute in ("cmd", "name"):
             values = [getattr(message, attribute) for message in self.messages]
-            duplicates = sorted({value for value in values if values.count(value) > 1})
-            if duplicates:
-                raise ValueError(f"messages: each {attribute} once, {duplicates} appear twice")
+            duplicate = first_duplicate(values)
+            if duplicate is not None:
+                raise InvalidKeyError(
+                    ("messages", duplicate, attribute),
+                    f"each {attribute} once, [{values[duplicate]!r}] is taken",
+                )
         return self
 
     def by_cmd(self) -> dict[int, MessageSpec]:

@@ -7,16 +7,18 @@ names the file, the key path and what was expected.
 
 from __future__ import annotations
 
+import os
 import tomllib
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from protocol.catalog import MessageCatalog
-from protocol.errors import ConfigError
-from protocol.model import ConfigDocument
+from protocol.errors import ConfigError, os_error_reason
+from protocol.model import ConfigDocument, InvalidKeyError
 from protocol.profile import FrameProfile
 
 __all__ = [
@@ -39,26 +41,35 @@ def shipped_names(kind: str) -> list[str]:
     return sorted(entry.name[:-5] for entry in folder.iterdir() if entry.name.endswith(".toml"))
 
 
+def is_file_reference(reference: str | Path) -> bool:
+    """True when ``reference`` names a file: a ``Path``, or text ending in .toml or with a '/'.
+
+    Anything else is the name of a shipped profile or catalog, so that a file called
+    ``default`` in the working directory never shadows the shipped default.
+    """
+    text = str(reference)
+    return isinstance(reference, Path) or text.endswith(".toml") or os.sep in text or "/" in text
+
+
 def _read_toml(reference: str | Path, kind: str) -> tuple[str, dict[str, Any]]:
     """Return (source name, parsed TOML) for a file path or a shipped name."""
-    path = Path(reference)
-    if path.suffix != ".toml" and not path.exists():
-        if str(reference) not in shipped_names(kind):
+    if is_file_reference(reference):
+        source = str(reference)
+        try:
+            text = Path(reference).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(source, "", f"cannot read: {os_error_reason(exc)}") from exc
+    else:
+        shipped = shipped_names(kind)
+        if reference not in shipped:
             raise ConfigError(
                 reference,
                 "",
-                f"no such file, and not a shipped {kind[:-1]} "
-                f"(shipped: {', '.join(shipped_names(kind))})",
+                f"not a shipped {kind[:-1]} (shipped: {', '.join(shipped)}); "
+                f"a file must be named with a path ending in .toml or containing '/'",
             )
         resource = resources.files("telemetry_configs") / kind / f"{reference}.toml"
         source, text = f"configs/{kind}/{reference}.toml", resource.read_text(encoding="utf-8")
-    else:
-        source = str(reference)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ConfigError(source, "", f"cannot read: {reason.lower()}") from exc
     try:
         return source, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -72,19 +83,48 @@ def _key_path(location: tuple[int | str, ...]) -> str:
     return path
 
 
+def _allowed_keys(model: type[BaseModel], location: tuple[int | str, ...]) -> list[str]:
+    """The keys the model at ``location`` (the parent of an unknown key) accepts."""
+    for part in location:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        nested = [
+            candidate
+            for candidate in (field.annotation, *typing.get_args(field.annotation))
+            for candidate in (candidate, *typing.get_args(candidate))
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel)
+        ]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
 def validate(model: type[Document], data: dict[str, Any], source: str) -> Document:
-    """Validate ``data`` as ``model``; raise ``ConfigError`` naming the first bad key."""
+    """Validate ``data`` as ``model``; raise ``ConfigError`` naming the first bad key.
+
+    An unknown key is reported before anything else: it is most often a typo that
+    also makes a required key look missing.
+    """
     try:
         document = model.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        message = error["msg"].removeprefix("Value error, ")
+        errors = exc.errors(include_url=False)
+        error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        location = tuple(part for part in error["loc"] if part != "[key]")
+        cause = error.get("ctx", {}).get("error")
+        message = str(cause) if cause is not None else error["msg"]
         message = message[:1].lower() + message[1:]
+        if isinstance(cause, InvalidKeyError):
+            location += cause.key
         if error["type"] == "extra_forbidden":
-            message = "unknown key (a typo?)"
+            allowed = _allowed_keys(model, location[:-1])
+            message = f"unknown key, expected one of {', '.join(allowed)}"
         elif error["type"] not in ("missing", "value_error") and "input" in error:
             message += f", got {error['input']!r}"
-        location = tuple(part for part in error["loc"] if part != "[key]")
         raise ConfigError(source, _key_path(location) or "(top level)", message) from exc
     document.with_source(source)
     return document

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["ConfigError", "EncodeError", "GatewayError", "ProtocolError"]
+__all__ = ["ConfigError", "EncodeError", "GatewayError", "ProtocolError", "os_error_reason"]
 
 
 class GatewayError(Exception):
@@ -37,3 +37,9 @@ class ConfigError(GatewayError):
         self.problem = problem
         where = f"{self.source}: {key_path}" if key_path else self.source
         super().__init__(f"{where}: {problem}")
+
+
+def os_error_reason(exc: OSError | UnicodeDecodeError) -> str:
+    """The reason of an I/O failure in lower case: "no such file or directory"."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return reason.lower()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
-__all__ = ["ConfigDocument", "StrictModel"]
+__all__ = ["ConfigDocument", "InvalidKeyError", "StrictModel", "first_duplicate"]
 
 
 class StrictModel(BaseModel):
@@ -27,3 +27,25 @@ class ConfigDocument(StrictModel):
         """Record ``source`` as this document's file and return the document."""
         self._source = source
         return self
+
+
+class InvalidKeyError(ValueError):
+    """Raised by a validator that checks several keys: says which key, relative to the model.
+
+    ``protocol.config.validate`` appends ``key`` to the location pydantic reports, so
+    the operator reads ``messages[0].fields[1].length: required for type 'bytes'``.
+    """
+
+    def __init__(self, key: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def first_duplicate(values: list[object]) -> int | None:
+    """Return the index of the first value that appeared before, or None."""
+    seen: set[object] = set()
+    for index, value in enumerate(values):
+        if value in seen:
+            return index
+        seen.add(value)
+    return None

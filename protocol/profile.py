@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from protocol.checksums import CHECKSUMS
-from protocol.model import ConfigDocument, StrictModel
+from protocol.model import ConfigDocument, InvalidKeyError, StrictModel
 
 __all__ = ["ChecksumSpan", "ChecksumSpec", "FrameProfile", "HeaderField", "HeaderRole"]
 
@@ -97,14 +97,16 @@ class FrameProfile(ConfigDocument):
             count = roles.count(role)
             required = role in (HeaderRole.CMD, HeaderRole.LENGTH)
             if count > 1 or (required and count == 0):
-                raise ValueError(
-                    f"header: expected {'exactly' if required else 'at most'} one field with "
-                    f"role {role.value!r}, got {count}"
+                raise InvalidKeyError(
+                    ("header",),
+                    f"expected {'exactly' if required else 'at most'} one field with "
+                    f"role {role.value!r}, got {count}",
                 )
         length_width = self.field(HeaderRole.LENGTH).width  # type: ignore[union-attr]
         if self.max_payload >= 1 << (8 * length_width):
-            raise ValueError(
-                f"max_payload: {self.max_payload} does not fit the {length_width}-byte length field"
+            raise InvalidKeyError(
+                ("max_payload",),
+                f"{self.max_payload} does not fit the {length_width}-byte length field",
             )
         return self
 

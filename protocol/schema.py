@@ -139,14 +139,14 @@ def _check_fits(profile: FrameProfile, catalog: MessageCatalog) -> None:
                 catalog.source,
                 f"messages[{index}].cmd",
                 f"{message.cmd} does not fit the {cmd_field.width}-byte cmd field "
-                f"of profile {profile.name!r}",
+                f"of profile {profile.name!r} ({profile.source})",
             )
         if message.size > profile.max_payload:
             raise ConfigError(
                 catalog.source,
                 f"messages[{index}]",
                 f"message {message.name!r} has {message.size} payload bytes, "
-                f"profile {profile.name!r} allows at most {profile.max_payload}",
+                f"profile {profile.name!r} ({profile.source}) allows at most {profile.max_payload}",
             )
 
 
