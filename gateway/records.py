@@ -51,7 +51,6 @@ def statistics_record(statistics: DecoderStatistics) -> dict[str, Any]:
         "unknown_frames": statistics.unknown_frames,
         "errors": {kind.value: count for kind, count in sorted(statistics.errors.items())},
         "bytes_in_frames": statistics.bytes_in_frames,
-        "bytes_in_rejected_frames": statistics.bytes_in_rejected_frames,
         "bytes_skipped": statistics.bytes_skipped,
         "bytes_pending": statistics.bytes_pending,
     }

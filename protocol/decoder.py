@@ -78,7 +78,6 @@ class StreamDecoder:
         self._unknown_frames = 0
         self._errors: Counter[ErrorKind] = Counter()
         self._bytes_in_frames = 0
-        self._bytes_rejected = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Add received bytes; return the events they complete, in stream order."""
@@ -108,8 +107,7 @@ class StreamDecoder:
             unknown_frames=self._unknown_frames,
             errors=dict(self._errors),
             bytes_in_frames=self._bytes_in_frames,
-            bytes_in_rejected_frames=self._bytes_rejected,
-            bytes_skipped=self._base - self._bytes_in_frames - self._bytes_rejected,
+            bytes_skipped=self._base - self._bytes_in_frames,
             bytes_pending=len(self._buffer),
         )
 
@@ -245,18 +243,9 @@ class StreamDecoder:
                 pos += 1
                 run_start = self._report_garbage(run_start, base + pos, events, final=False)
                 continue
-            if base + pos > run_start:
-                run_start = self._report_garbage(run_start, base + pos, events, final=True)
             cmd = header[cmd_index]
             message = messages.get(cmd)
-            if message is None:
-                fields: dict[str, Any] = {}
-                name = None
-                unknown += 1
-            elif message[1] == length:
-                name, _, decode_payload = message
-                fields = decode_payload(buffer, header_end)
-            else:
+            if message is not None and message[1] != length:
                 self._reject(
                     events,
                     StreamError(
@@ -268,10 +257,18 @@ class StreamDecoder:
                         cmd,
                     ),
                 )
-                self._bytes_rejected += end - pos
-                pos = end
-                run_start = base + pos
+                pos += 1
+                run_start = self._report_garbage(run_start, base + pos, events, final=False)
                 continue
+            if base + pos > run_start:
+                run_start = self._report_garbage(run_start, base + pos, events, final=True)
+            if message is None:
+                fields: dict[str, Any] = {}
+                name = None
+                unknown += 1
+            else:
+                name, _, decode_payload = message
+                fields = decode_payload(buffer, header_end)
             # tuple.__new__ builds the Frame without the Python-level NamedTuple.__new__.
             append(
                 new_tuple(

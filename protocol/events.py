@@ -25,7 +25,9 @@ class ErrorKind(StrEnum):
     BAD_CHECKSUM = "bad_checksum"
     """A sync, a plausible header and a payload, but the checksum does not match."""
     PAYLOAD_MISMATCH = "payload_mismatch"
-    """A well-formed frame whose payload length does not fit its known command."""
+    """A frame that passed its checksum, but whose payload length does not fit its known
+    command: a firmware/catalog mismatch, or a false sync whose checksum matched by chance.
+    The hunt resumes one byte after its sync, as after any other failure."""
     TRUNCATED = "truncated"
     """The input ended inside what would have been a frame."""
 
@@ -55,7 +57,8 @@ class StreamError(NamedTuple):
     offset: int
     """Offset in the stream of the first byte concerned."""
     size: int
-    """Bytes concerned: skipped (garbage), or the extent of the rejected candidate frame."""
+    """Bytes concerned: skipped (garbage), or the extent of the rejected candidate frame
+    (those bytes are hunted through again, and counted as garbage unless a frame is found)."""
     detail: str
     cmd: int | None = None
 
@@ -66,7 +69,7 @@ Event = Frame | StreamError
 @dataclass(frozen=True, slots=True)
 class DecoderStatistics:
     """Counts since the decoder was made. Every byte fed is in exactly one of
-    ``bytes_in_frames``, ``bytes_in_rejected_frames``, ``bytes_skipped`` or ``bytes_pending``.
+    ``bytes_in_frames``, ``bytes_skipped`` or ``bytes_pending``.
     """
 
     bytes_fed: int
@@ -77,8 +80,6 @@ class DecoderStatistics:
     errors: Mapping[ErrorKind, int]
     """Events by kind (garbage counts runs; ``bytes_skipped`` counts their bytes)."""
     bytes_in_frames: int
-    bytes_in_rejected_frames: int
-    """Bytes of well-formed frames rejected as ``payload_mismatch``."""
     bytes_skipped: int
     bytes_pending: int
     """Bytes held, waiting for the rest of a frame."""

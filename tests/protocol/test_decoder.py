@@ -27,14 +27,13 @@ def test_statistics_count_frames_errors_and_bytes(default_schema: Schema) -> Non
     assert statistics.frames == 2
     assert statistics.unknown_frames == 1
     assert statistics.errors == {
-        ErrorKind.GARBAGE: 3,  # before the first frame, the corrupt frame, the end
+        ErrorKind.GARBAGE: 3,  # before the first frame, the corrupt frames, the end
         ErrorKind.BAD_CHECKSUM: 1,
         ErrorKind.PAYLOAD_MISMATCH: 1,
         ErrorKind.TRUNCATED: 1,
     }
     assert statistics.bytes_in_frames == len(POWER) + len(unknown)
-    assert statistics.bytes_in_rejected_frames == len(mismatch)
-    assert statistics.bytes_skipped == 2 + len(POWER) + 3
+    assert statistics.bytes_skipped == 2 + len(POWER) + len(mismatch) + 3
     assert statistics.bytes_pending == 0
 
 

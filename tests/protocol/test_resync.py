@@ -113,7 +113,13 @@ CASES = [
     Case(
         "a known command with the wrong payload length",
         bytes.fromhex("AA 55 12 03 00 01 02 03 1A") + ENVIRONMENT,
-        [("payload_mismatch", 0), ("frame", 9)],
+        [("payload_mismatch", 0), ("garbage", 0, 9), ("frame", 9)],
+    ),
+    Case(
+        "a frame hidden in the payload of a known command of the wrong length",
+        # 0x12 "power" has 5 payload bytes; this one claims 11 (POWER) and its sum matches
+        b"\xaa\x55\x12\x0b\x00" + POWER + bytes([(0xFF + 0x12 + 0x0B + sum(POWER)) & 0xFF]),
+        [("payload_mismatch", 0), ("garbage", 0, 5), ("frame", 5), ("garbage", 16, 1)],
     ),
     Case(
         "a truncated frame at the end",

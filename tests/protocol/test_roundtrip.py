@@ -139,8 +139,9 @@ def test_second_profile_round_trip_and_construct_agree(
 )
 def test_raw_frames_agree_with_construct(crc_schema: Schema, cmd: int, payload: bytes) -> None:
     frame = FrameEncoder(crc_schema).encode_raw(cmd, payload, sequence=1, address=2)
-    [event] = StreamDecoder(crc_schema).feed(frame)
+    event, *after = StreamDecoder(crc_schema).feed(frame)
     if isinstance(event, Frame):
+        assert after == []
         reference = crc_schema.parse_frame_with_construct(frame)
         assert (event.cmd, event.payload) == (reference["cmd"], reference["payload"])
         assert normalised(event.fields) == normalised(reference.get("fields", {}))
