@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from protocol.model import ConfigDocument, InvalidKeyError, StrictModel, first_duplicate
 
-__all__ = ["BitField", "FieldSpec", "FieldType", "MessageCatalog", "MessageSpec"]
+__all__ = ["BitField", "Direction", "FieldSpec", "FieldType", "MessageCatalog", "MessageSpec"]
 
 ByteOrder = Literal["little", "big"]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -158,12 +158,24 @@ class FieldSpec(StrictModel):
         return self.element_size() * (self.count or 1)
 
 
+class Direction(StrEnum):
+    """Who sends a message, and when."""
+
+    TELEMETRY = "telemetry"
+    """Device to gateway, sent on the device's own schedule."""
+    COMMAND = "command"
+    """Gateway to device."""
+    RESPONSE = "response"
+    """Device to gateway, only in reply to a command."""
+
+
 class MessageSpec(StrictModel):
     """A message: the command value that carries it, its name and its payload fields."""
 
     cmd: Annotated[int, Field(ge=0, le=0xFFFFFFFF)]
     name: str
     description: str = ""
+    direction: Direction = Direction.TELEMETRY
     fields: tuple[FieldSpec, ...] = ()
 
     _name = field_validator("name")(_check_name)

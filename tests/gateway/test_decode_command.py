@@ -263,13 +263,12 @@ def build_acceptance_dump(seed: int, *, frames: int = 10_000) -> Dump:
     return Dump(bytes(data), written, fake_headers)
 
 
-ACCEPTANCE_SEED = 3
-"""A seed whose dump has collisions of both kinds: an unknown frame and a payload_mismatch."""
-
-
-@pytest.fixture(scope="module")
-def acceptance_dump() -> Dump:
-    return build_acceptance_dump(ACCEPTANCE_SEED)
+@pytest.fixture(scope="module", params=[1, 2, 3], ids=lambda seed: f"seed-{seed}")
+def acceptance_dump(request: pytest.FixtureRequest) -> Dump:
+    """Collisions happen or not by chance; the accounting below must hold either way
+    (test_resync.py builds both kinds of collision on purpose)."""
+    seed: int = request.param
+    return build_acceptance_dump(seed)
 
 
 @pytest.fixture(scope="module")
@@ -607,10 +606,6 @@ def test_acceptance_every_valid_frame_is_reported(tmp_path: Path, acceptance_dum
         )
     names = {message.cmd: message.name for message in load_catalog().messages}
     assert all(record["message"] == names[record["cmd"]] for record in reported)
-    # This seed does produce both kinds of collision, so the accounting is exercised.
-    assert collisions
-    assert mismatches
-    assert missing
 
     # Every fake header is rejected where it starts, unless a collision swallowed it.
     events_at = {r["offset"] for r in decoded.records if r.get("kind") != "garbage"}

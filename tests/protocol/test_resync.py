@@ -122,6 +122,13 @@ CASES = [
         [("payload_mismatch", 0), ("garbage", 0, 5), ("frame", 5), ("garbage", 16, 1)],
     ),
     Case(
+        "a fake header of an unknown command whose checksum matches: the documented loss",
+        # cmd 0x7E is unknown; its 11-byte payload is POWER, and the sum matches by design.
+        # Nothing can tell it from a real frame, so POWER inside it is not reported.
+        b"\xaa\x55\x7e\x0b\x00" + POWER + bytes([(0xFF + 0x7E + 0x0B + sum(POWER)) & 0xFF]),
+        [("frame", 0)],
+    ),
+    Case(
         "a truncated frame at the end",
         POWER + ENVIRONMENT[:8],
         [("frame", 0), ("truncated", 11), ("garbage", 11, 8)],
