@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
 from gateway import __version__
+from gateway.arguments import EXIT_USAGE, OneLineParser
 from gateway.decode_command import add_decode_command
 from protocol.errors import GatewayError
 
 __all__ = ["main"]
 
-EXIT_USAGE = 2
 
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> OneLineParser:
     """Return the parser for ``tgw`` and its subcommands."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="tgw",
         description="Telemetry gateway: decode binary frames from microcontrollers "
         "and relay them. Run 'tgw COMMAND --help' for a command's options.",

@@ -271,11 +271,6 @@ def acceptance_dump(request: pytest.FixtureRequest) -> Dump:
     return build_acceptance_dump(seed)
 
 
-@pytest.fixture(scope="module")
-def default_schema() -> Schema:
-    return load_schema()
-
-
 # Output format.
 
 
@@ -505,8 +500,9 @@ def test_decode_without_file_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == EXIT_USAGE
     assert result.stdout == b""
     assert "Traceback" not in stderr
-    assert stderr.startswith("usage: tgw decode")
-    assert "the following arguments are required: FILE" in stderr
+    assert stderr == (
+        "tgw decode: error: the following arguments are required: FILE (see 'tgw decode --help')\n"
+    )
 
 
 def test_early_close_of_stdout_prints_no_traceback(tmp_path: Path, acceptance_dump: Dump) -> None:

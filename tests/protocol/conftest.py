@@ -7,19 +7,9 @@ from pathlib import Path
 import pytest
 
 from protocol.config import load_catalog, load_profile
-from protocol.schema import Schema, compile_schema, load_schema
+from protocol.schema import Schema, compile_schema
 
 DATA = Path(__file__).parent / "data"
-
-
-@pytest.fixture(scope="session")
-def default_schema() -> Schema:
-    return load_schema()
-
-
-@pytest.fixture(scope="session")
-def crc_schema() -> Schema:
-    return load_schema("addressed-crc16")
 
 
 @pytest.fixture(scope="session")
