@@ -114,18 +114,24 @@ class SimulatedDevice:
         return min(times, default=None)
 
     def poll(self, now: float) -> list[Outgoing]:
-        """Return the telemetry due at or before ``now``, oldest first, and reschedule it."""
-        due = sorted(
-            (schedule.due, name)
-            for name, schedule in self._schedules.items()
-            if schedule.interval is not None and schedule.due <= now
-        )
+        """Return every message due at or before ``now``, in time order, and reschedule.
+
+        A message whose interval passed several times since the last poll is sent as
+        many times, so the result does not depend on how often the caller polls.
+        """
         outgoing = []
-        for when, name in due:
+        while True:
+            due = [
+                (schedule.due, name)
+                for name, schedule in self._schedules.items()
+                if schedule.interval is not None and schedule.due <= now
+            ]
+            if not due:
+                return outgoing
+            when, name = min(due)
             self._step(when)
             outgoing.append(Outgoing(name, self._values(self._telemetry[name], when), when))
             self._reschedule(name, when)
-        return outgoing
 
     def skip(self, until: float) -> int:
         """Drop what falls due before ``until`` (a stalled device); return how many."""
