@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import io
 import os
 import sys
-from typing import IO, Any
+from typing import Any, cast
 
 from gateway.records import dumps, event_record
 from protocol.config import DEFAULT_CATALOG, DEFAULT_PROFILE, shipped_names
@@ -58,9 +60,9 @@ def add_schema_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _open_input(name: str) -> IO[bytes]:
+def _open_input(name: str) -> io.BufferedReader:
     if name == "-":
-        return sys.stdin.buffer
+        return cast(io.BufferedReader, sys.stdin.buffer)
     try:
         return open(name, "rb")
     except OSError as exc:
@@ -91,8 +93,9 @@ def run_decode(arguments: argparse.Namespace) -> int:
         raise OutputError("stdout is closed: nowhere to write the decoded frames")
     output = sys.stdout.buffer
     with _open_input(arguments.file) as source:
+        is_tty = source.isatty()  # asked now: after a hang-up the answer is no longer true
         try:
-            while chunk := _read(source, arguments.file):
+            while chunk := _read(source, arguments.file, is_tty=is_tty):
                 output.write(b"".join(dumps(event_record(event)) for event in decoder.feed(chunk)))
             output.write(b"".join(dumps(event_record(event)) for event in decoder.finish()))
             output.flush()
@@ -108,8 +111,15 @@ def run_decode(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _read(source: IO[bytes], name: str) -> bytes:
+def _read(source: io.BufferedReader, name: str, *, is_tty: bool) -> bytes:
+    """Return what is available (at most READ_SIZE bytes; b"" at the end of input).
+
+    A serial port or PTY (``tgw decode /dev/ttyUSB0``) gives what has arrived without
+    waiting for a full block, and its hang-up (EIO) is the end of input.
+    """
     try:
-        return source.read(READ_SIZE)
+        return source.read1(READ_SIZE)
     except OSError as exc:
+        if exc.errno == errno.EIO and is_tty:
+            return b""
         raise InputError(f"{name}: cannot read: {os_error_reason(exc)}") from exc

@@ -119,7 +119,7 @@ class SimulatedDevice:
         A message whose interval passed several times since the last poll is sent as
         many times, so the result does not depend on how often the caller polls.
         """
-        outgoing = []
+        outgoing: list[Outgoing] = []
         while True:
             due = [
                 (schedule.due, name)

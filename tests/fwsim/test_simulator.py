@@ -158,7 +158,8 @@ def test_pty_link_delivers_every_frame(tmp_path: Path, default_schema: Schema) -
 
 def test_pty_link_disconnects_and_comes_back(tmp_path: Path, default_schema: Schema) -> None:
     link, truth = tmp_path / "ttyFW", tmp_path / "truth.jsonl"
-    arguments = ["--link", link, "--duration", "3.5", "--disconnect", "2:0.5", "--truth", truth]
+    arguments: list[str | Path] = ["--link", link, "--duration", "3.5", "--disconnect", "2:0.5"]
+    arguments += ["--truth", truth]
     with simulator(*arguments, *FAST) as (process, _):
         first_target = os.readlink(link)
         fd = os.open(link, os.O_RDONLY | os.O_NOCTTY)
@@ -203,16 +204,18 @@ class Console:
         self.answers: list[dict[str, Any]] = []
         self.telemetry: list[str] = []
 
-    def _read(self) -> None:
+    def _read(self) -> bool:
+        """Take what has arrived; return False (so it can lead an ``or``)."""
         try:
             data = os.read(self.fd, 65536)
         except BlockingIOError:
-            return
+            return False
         for event in self.decoder.feed(data):
             if isinstance(event, Frame) and event.message in ("pong", "ack", "nack"):
                 self.answers.append({"message": event.message, **event.fields})
             elif isinstance(event, Frame) and event.message is not None:
                 self.telemetry.append(event.message)
+        return False
 
     def exchange(self, frame: bytes) -> dict[str, Any]:
         """Send ``frame``; return the first response the device sends back."""
@@ -358,3 +361,16 @@ def test_help_explains_links_faults_and_truth() -> None:
         assert option in text
     assert "ping" in text
     assert "set_rate" in text
+
+
+def test_a_newcomer_watches_the_simulator_with_tgw_decode(tmp_path: Path) -> None:
+    """`fwsim --link /tmp/ttyFW` in one terminal, `tgw decode /tmp/ttyFW` in another."""
+    link, truth = tmp_path / "ttyFW", tmp_path / "truth.jsonl"
+    with simulator("--link", link, "--count", "100", "--truth", truth, *FAST) as (process, _):
+        result = run("tgw", "decode", link)
+        assert process.wait() == 0
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert frame_records(lines) == frame_records(truth_frames(read_jsonl(truth)))
+    temperatures = [r["fields"]["temperature"] for r in lines if r.get("message") == "environment"]
+    assert all(15.0 < t < 27.0 for t in temperatures)
+    assert "100 frames (0 unknown), errors: none" in result.stderr
