@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from protocol.encoder import FrameEncoder
 from protocol.events import Event, Frame, StreamError
 from protocol.schema import Schema
 from tests.fwsim.helpers import (
+    BIN,
     read_jsonl,
     read_until_hangup,
     run,
@@ -374,3 +376,22 @@ def test_a_newcomer_watches_the_simulator_with_tgw_decode(tmp_path: Path) -> Non
     temperatures = [r["fields"]["temperature"] for r in lines if r.get("message") == "environment"]
     assert all(15.0 < t < 27.0 for t in temperatures)
     assert "100 frames (0 unknown), errors: none" in result.stderr
+
+
+def test_stdout_output_pipes_into_tgw_decode(tmp_path: Path) -> None:
+    dump = subprocess.run(
+        [str(BIN / "fwsim"), "--output", "-", "--count", "50", "--seed", "2"],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    assert dump.stderr.decode().startswith("fwsim: serving on stdout")
+    decoded = subprocess.run(
+        [str(BIN / "tgw"), "decode", "-"],
+        input=dump.stdout,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    assert len(decoded.stdout.splitlines()) == 50
+    assert b"50 frames (0 unknown), errors: none" in decoded.stderr
