@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import select
 import sys
 import termios
 import tty
@@ -306,6 +307,11 @@ class PtyLink:
 
 def _unread(slave: int) -> int:
     """Bytes waiting in the slave's input queue: written by us, not yet read by the gateway."""
+    # Bytes written to the master reach the slave's queue through a deferred flush, which
+    # FIONREAD does not wait for; poll() on the slave runs that flush first.
+    watch = select.poll()
+    watch.register(slave, select.POLLIN)
+    watch.poll(0)
     count = array.array("i", [0])
     fcntl.ioctl(slave, termios.FIONREAD, count)
     return count[0]
