@@ -8,7 +8,7 @@ import orjson
 
 from protocol.events import DecoderStatistics, Event, Frame, StreamError
 
-__all__ = ["dumps", "event_record", "statistics_record"]
+__all__ = ["dumps", "event_record", "json_default", "statistics_record"]
 
 
 def event_record(event: Event) -> dict[str, Any]:
@@ -56,7 +56,8 @@ def statistics_record(statistics: DecoderStatistics) -> dict[str, Any]:
     }
 
 
-def _default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``orjson`` fallback: bytes become hex strings; anything else is an error."""
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).hex()
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
@@ -64,4 +65,4 @@ def _default(value: Any) -> Any:
 
 def dumps(record: dict[str, Any]) -> bytes:
     """Serialise a record as one line of JSON (bytes become hex strings), newline included."""
-    return orjson.dumps(record, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+    return orjson.dumps(record, default=json_default, option=orjson.OPT_APPEND_NEWLINE)

@@ -120,7 +120,12 @@ def validate(model: type[Document], data: dict[str, Any], source: str) -> Docume
         message = message[:1].lower() + message[1:]
         if isinstance(cause, InvalidKeyError):
             location += cause.key
-        if error["type"] == "extra_forbidden":
+        if error["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            key = error.get("ctx", {}).get("discriminator", "type").strip("'")
+            expected = error.get("ctx", {}).get("expected_tags", "")
+            location += (key,)
+            message = f"expected one of {expected}" if expected else "required"
+        elif error["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, location[:-1])
             message = f"unknown key, expected one of {', '.join(allowed)}"
         elif error["type"] not in ("missing", "value_error") and "input" in error:

@@ -1,0 +1,153 @@
+"""The gateway's configuration file (TOML), validated at start.
+
+Every problem is a :class:`protocol.errors.ConfigError` naming the file, the key path
+and what was expected. The commented examples in ``configs/gateway/`` show every key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from protocol.config import validate
+from protocol.errors import ConfigError, os_error_reason
+from protocol.model import ConfigDocument, InvalidKeyError, StrictModel, first_duplicate
+
+__all__ = [
+    "GatewayConfig",
+    "LoggingConfig",
+    "MqttConfig",
+    "SerialSourceConfig",
+    "SourceConfig",
+    "TcpSourceConfig",
+    "WebSocketConfig",
+    "load_config",
+]
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class _Source(StrictModel):
+    device: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    """The device's name: in topics, envelopes and metrics."""
+    profile: str = "default"
+    catalog: str = "default"
+    silence_timeout: Seconds = 10.0
+    """Seconds without a frame after which the device is reported offline."""
+    include_raw: bool = False
+    """Put the raw frame (hex) in every envelope."""
+    reconnect_initial: Seconds = 0.5
+    reconnect_max: Seconds = 30.0
+
+
+class SerialSourceConfig(_Source):
+    """A serial port: ``/dev/ttyUSB0``, ``/dev/serial/by-id/...`` or a PTY."""
+
+    type: Literal["serial"] = "serial"
+    path: str
+    baud: Annotated[int, Field(gt=0)] = 115200
+    parity: Literal["none", "even", "odd", "mark", "space"] = "none"
+    stop_bits: Literal["1", "1.5", "2"] = "1"
+    """As text, because TOML cannot say 1.5 and 1 apart from floats and integers cleanly."""
+    flow_control: Literal["none", "rtscts", "xonxoff"] = "none"
+
+
+class TcpSourceConfig(_Source):
+    """A serial port behind a TCP server (ser2net and the like)."""
+
+    type: Literal["tcp"] = "tcp"
+    host: str
+    port: Port
+
+
+SourceConfig = Annotated[SerialSourceConfig | TcpSourceConfig, Field(discriminator="type")]
+
+
+class WebSocketConfig(StrictModel):
+    """The WebSocket server, which also serves ``/healthz`` and ``/metrics``."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 8765
+    queue_size: Annotated[int, Field(ge=1)] = 1000
+    """Messages buffered per subscriber before its policy applies."""
+    slow_policy: Literal["drop", "disconnect"] = "drop"
+    """What happens to a subscriber whose buffer is full: lose messages (and be told), or
+    be disconnected."""
+    history: Annotated[int, Field(ge=0)] = 10000
+    """Messages kept for subscribers that resume after a reconnect."""
+    max_message_size: Annotated[int, Field(ge=64)] = 65536
+    """Largest message a client may send, in bytes."""
+    ping_interval: Seconds = 20.0
+    ping_timeout: Seconds = 20.0
+    compression: bool = False
+    """permessage-deflate; off by default: it makes every delivery costlier."""
+    read_tokens: tuple[str, ...] = ()
+    """Tokens allowed to subscribe; empty with no command tokens: anyone may subscribe."""
+    command_tokens: tuple[str, ...] = ()
+    """Tokens allowed to subscribe and send commands; empty: nobody may send commands."""
+    command_rate: Annotated[float, Field(gt=0)] = 5.0
+    """Commands per second a client may send (token bucket), bursts of ``command_burst``."""
+    command_burst: Annotated[int, Field(ge=1)] = 10
+
+
+class MqttConfig(StrictModel):
+    """The MQTT broker the gateway publishes to."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    username: str | None = None
+    password: str | None = None
+    client_id: str = "telemetry-gateway"
+    topic_prefix: Annotated[str, Field(pattern=r"^[^#+]+$")] = "tgw"
+    qos: Literal[0, 1, 2] = 1
+    retain: bool = False
+    keepalive: Annotated[int, Field(ge=5)] = 30
+    queue_size: Annotated[int, Field(ge=1)] = 100000
+    """Messages held while the broker is unreachable; beyond this, the oldest are dropped."""
+    required: bool = True
+    """False: start (and say so) even if the broker is absent, as ``tgw demo`` does."""
+
+
+class LoggingConfig(StrictModel):
+    """Logs go to stderr."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class GatewayConfig(ConfigDocument):
+    """The whole gateway: sources in, WebSocket and MQTT out."""
+
+    sources: tuple[SourceConfig, ...] = ()
+    websocket: WebSocketConfig = WebSocketConfig()
+    mqtt: MqttConfig = MqttConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _unique_devices(self) -> GatewayConfig:
+        names = [source.device for source in self.sources]
+        duplicate = first_duplicate(list(names))
+        if duplicate is not None:
+            raise InvalidKeyError(
+                ("sources", duplicate, "device"), f"each device once, {names[duplicate]!r} is taken"
+            )
+        return self
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and validate a gateway configuration file; raise ConfigError naming the problem."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "", f"cannot read: {os_error_reason(exc)}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from exc
+    return validate(GatewayConfig, data, str(path))
