@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from protocol.config import validate
 from protocol.errors import ConfigError, os_error_reason
@@ -51,8 +51,14 @@ class SerialSourceConfig(_Source):
     path: str
     baud: Annotated[int, Field(gt=0)] = 115200
     parity: Literal["none", "even", "odd", "mark", "space"] = "none"
-    stop_bits: Literal["1", "1.5", "2"] = "1"
-    """As text, because TOML cannot say 1.5 and 1 apart from floats and integers cleanly."""
+    stop_bits: float = 1
+
+    @field_validator("stop_bits")
+    @classmethod
+    def _stop_bits(cls, value: float) -> float:
+        if value not in (1, 1.5, 2):
+            raise ValueError(f"expected 1, 1.5 or 2, got {value}")
+        return value
     flow_control: Literal["none", "rtscts", "xonxoff"] = "none"
 
 
