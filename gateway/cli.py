@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from gateway import __version__
 from gateway.arguments import EXIT_USAGE, OneLineParser
 from gateway.decode_command import add_decode_command
+from gateway.run_command import add_demo_command, add_run_command
 from protocol.errors import GatewayError
 
 __all__ = ["main"]
@@ -23,6 +24,8 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     add_decode_command(commands)
+    add_run_command(commands)
+    add_demo_command(commands)
     return parser
 
 

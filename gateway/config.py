@@ -59,6 +59,7 @@ class SerialSourceConfig(_Source):
         if value not in (1, 1.5, 2):
             raise ValueError(f"expected 1, 1.5 or 2, got {value}")
         return value
+
     flow_control: Literal["none", "rtscts", "xonxoff"] = "none"
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from protocol.schema import Schema, load_schema
+from tests.gateway.broker import mosquitto
+
+__all__ = ["crc_schema", "default_schema", "mosquitto"]
 
 
 @pytest.fixture(scope="session")

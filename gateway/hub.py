@@ -1,0 +1,333 @@
+"""The hub: numbers every message, keeps a bounded history, fans it out to subscribers.
+
+A source hands each decoded frame to :meth:`Hub.publish` as an
+:class:`~gateway.envelope.Envelope`. The hub gives it the next sequence number,
+serialises it once, keeps ``(seq, topic, payload)`` in its history (the newest
+``history`` messages) and offers the *same bytes* to every :class:`Subscriber` whose
+filters match the topic. Publishing never awaits and never blocks: each subscriber has
+its own bounded buffer, and what happens when that buffer is full is the subscriber's
+policy:
+
+* ``"drop"``: the new message is discarded and counted; the next thing the subscriber
+  takes is a notice ``{"type": "dropped", "count": N}`` saying how many were lost since
+  the previous notice (the gaps in ``seq`` say which);
+* ``"disconnect"``: the subscriber is marked overflowed, takes nothing more, and its
+  owner (the WebSocket connection) must close it (see :meth:`Subscriber.wait_overflowed`).
+
+Device statuses (:meth:`Hub.publish_status`) go to every subscriber, whatever its
+filters; they are not numbered and not kept in the history, but the latest one per
+device is kept for the greeting of new clients (:meth:`Hub.statuses`).
+
+A subscriber that reconnects asks :meth:`Hub.since` for what it missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, Literal, NamedTuple
+
+import orjson
+
+from gateway.envelope import Envelope
+from gateway.metrics import GatewayMetrics
+from gateway.topics import TopicFilter, split_topic
+
+__all__ = ["MAX_FILTERS", "HistoryEntry", "Hub", "Published", "SlowPolicy", "Subscriber"]
+
+logger = logging.getLogger(__name__)
+
+SlowPolicy = Literal["drop", "disconnect"]
+
+HistoryEntry = tuple[int, str, bytes]
+"""``(seq, topic, payload)``: one published message as the history keeps it."""
+
+MAX_FILTERS = 100
+"""Filters one subscriber may hold at once: memory stays bounded whatever it asks."""
+
+DROPPED_REASON = "slow_subscriber"
+
+
+class Subscriber:
+    """One consumer of the hub: its filters, a bounded buffer, and what it has lost.
+
+    Add it to a :class:`Hub` with :meth:`Hub.add`, then run a sender that loops on
+    :meth:`next` and writes what it returns; under policy ``"disconnect"``, also wait
+    on :meth:`wait_overflowed` and close the connection when it returns. Remove it with
+    :meth:`Hub.remove` when the connection ends.
+
+    Each buffered item is ``(seq, payload)``; ``seq`` is 0 for what is not a numbered
+    message (statuses and dropped notices).
+    """
+
+    def __init__(
+        self,
+        *,
+        queue_size: int,
+        policy: SlowPolicy = "drop",
+        name: str = "subscriber",
+        max_filters: int = MAX_FILTERS,
+    ) -> None:
+        if queue_size < 1:
+            raise ValueError(f"queue size {queue_size}, expected at least 1")
+        self.queue_size = queue_size
+        self.policy: SlowPolicy = policy
+        self.name = name
+        self.max_filters = max_filters
+        self._filters: dict[str, TopicFilter] = {}
+        self._buffer: deque[tuple[int, bytes]] = deque()
+        self._ready = asyncio.Event()
+        self._overflow = asyncio.Event()
+        self._dropped = 0
+        self._pending_dropped = 0
+        self._behind = 0
+
+    # Filters.
+
+    @property
+    def filters(self) -> list[str]:
+        """The current filters, in the order they were added."""
+        return list(self._filters)
+
+    def subscribe(self, filters: Iterable[str]) -> None:
+        """Add ``filters``; raise ValueError (and change nothing) if one is invalid or too many."""
+        added = {pattern: TopicFilter(pattern) for pattern in filters}
+        total = len(self._filters.keys() | added.keys())
+        if total > self.max_filters:
+            raise ValueError(f"{total} filters, expected at most {self.max_filters}")
+        for pattern, topic_filter in added.items():
+            self._filters.setdefault(pattern, topic_filter)
+
+    def unsubscribe(self, filters: Iterable[str]) -> None:
+        """Remove ``filters``; those not held are ignored."""
+        for pattern in filters:
+            self._filters.pop(pattern, None)
+
+    def matches(self, topic: str) -> bool:
+        """True if one of the filters matches ``topic``."""
+        return self.matches_levels(split_topic(topic))
+
+    def matches_levels(self, levels: list[str]) -> bool:
+        """True if one of the filters matches the topic split into ``levels``."""
+        return any(topic_filter.matches_levels(levels) for topic_filter in self._filters.values())
+
+    # The buffer.
+
+    def offer(self, seq: int, payload: bytes) -> bool:
+        """Buffer ``payload`` without waiting; False if it was not taken (buffer full).
+
+        Called by the hub. When the buffer is full, policy ``"drop"`` discards
+        ``payload`` and counts it; policy ``"disconnect"`` marks the subscriber
+        overflowed, releases its buffer and refuses everything from then on.
+        """
+        if self._overflow.is_set():
+            self._behind += 1
+            return False
+        buffer = self._buffer
+        if len(buffer) < self.queue_size:
+            buffer.append((seq, payload))
+            self._ready.set()
+            return True
+        if self.policy == "disconnect":
+            self._behind = len(buffer) + 1
+            buffer.clear()
+            self._overflow.set()
+            logger.debug("%s overflowed: %d messages behind", self.name, self._behind)
+            return False
+        if self._pending_dropped == 0:
+            logger.warning(
+                "%s is too slow: its buffer of %d is full, dropping messages",
+                self.name,
+                self.queue_size,
+            )
+        self._dropped += 1
+        self._pending_dropped += 1
+        self._ready.set()
+        return False
+
+    async def next(self) -> tuple[int, bytes]:
+        """Wait for and return the next ``(seq, payload)`` to send.
+
+        If messages were dropped since the last call, return first the notice
+        ``(0, b'{"type":"dropped","count":N}')``.
+        """
+        while not self._buffer and not self._pending_dropped:
+            self._ready.clear()
+            await self._ready.wait()
+        if self._pending_dropped:
+            count, self._pending_dropped = self._pending_dropped, 0
+            logger.info("%s lost %d messages, telling it", self.name, count)
+            return 0, orjson.dumps({"type": "dropped", "count": count})
+        return self._buffer.popleft()
+
+    async def wait_overflowed(self) -> int:
+        """Wait until the buffer overflows under policy ``"disconnect"``; return :attr:`behind`.
+
+        The caller must then close the connection: the subscriber takes nothing more.
+        """
+        await self._overflow.wait()
+        return self._behind
+
+    @property
+    def buffered(self) -> int:
+        """Payloads waiting in the buffer (never more than ``queue_size``)."""
+        return len(self._buffer)
+
+    @property
+    def dropped(self) -> int:
+        """Messages dropped since the subscriber was made (policy ``"drop"``)."""
+        return self._dropped
+
+    @property
+    def pending_dropped(self) -> int:
+        """Messages dropped that the next dropped notice will report."""
+        return self._pending_dropped
+
+    @property
+    def overflowed(self) -> bool:
+        """True once the buffer overflowed under policy ``"disconnect"``."""
+        return self._overflow.is_set()
+
+    @property
+    def behind(self) -> int:
+        """Under policy ``"disconnect"``, messages lost since the overflow (0 before)."""
+        return self._behind
+
+    def __repr__(self) -> str:
+        return f"<Subscriber {self.name} {self.policy} {len(self._buffer)}/{self.queue_size}>"
+
+
+class Published(NamedTuple):
+    """What :meth:`Hub.publish` made of an envelope: numbered, and serialised once."""
+
+    envelope: Envelope
+    payload: bytes
+
+    @property
+    def seq(self) -> int:
+        """The gateway sequence number the hub gave it."""
+        return self.envelope.seq
+
+    @property
+    def topic(self) -> str:
+        """``device/message``."""
+        return self.envelope.topic
+
+
+class Hub:
+    """Live subscribers and the bounded history of published messages.
+
+    ``history`` is how many messages are kept for :meth:`since` (0: none). Call every
+    method from the event loop's thread: publishing wakes subscribers' senders.
+    """
+
+    def __init__(self, *, history: int, metrics: GatewayMetrics) -> None:
+        if history < 0:
+            raise ValueError(f"history of {history} messages, expected 0 or more")
+        self._metrics = metrics
+        self._history: deque[HistoryEntry] = deque(maxlen=history)
+        self._subscribers: set[Subscriber] = set()
+        self._statuses: dict[str, dict[str, Any]] = {}
+        self._seq = 0
+
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the latest message published (0 before the first)."""
+        return self._seq
+
+    @property
+    def oldest_seq(self) -> int:
+        """The sequence number of the oldest message in the history (``last_seq + 1`` if empty)."""
+        return self._history[0][0] if self._history else self._seq + 1
+
+    @property
+    def subscribers(self) -> int:
+        """How many subscribers are registered."""
+        return len(self._subscribers)
+
+    def add(self, subscriber: Subscriber) -> None:
+        """Register ``subscriber``: from now on it is offered what matches its filters."""
+        self._subscribers.add(subscriber)
+
+    def remove(self, subscriber: Subscriber) -> None:
+        """Unregister ``subscriber`` (if it is registered)."""
+        self._subscribers.discard(subscriber)
+
+    def publish(self, envelope: Envelope) -> Published:
+        """Number ``envelope``, keep it in the history, offer it to matching subscribers.
+
+        Return the numbered envelope with its JSON, so that the MQTT publisher sends the
+        very bytes the subscribers got instead of serialising again. Never waits.
+        """
+        self._seq += 1
+        seq = self._seq
+        envelope = dataclasses.replace(envelope, seq=seq)
+        topic = envelope.topic
+        payload = envelope.to_json()
+        self._history.append((seq, topic, payload))
+        levels = split_topic(topic)
+        sent = dropped = 0
+        for subscriber in self._subscribers:
+            if subscriber.matches_levels(levels):
+                if subscriber.offer(seq, payload):
+                    sent += 1
+                else:
+                    dropped += 1
+        self._count(sent, dropped)
+        return Published(envelope, payload)
+
+    def publish_status(self, device: str, online: bool, reason: str) -> None:
+        """Tell every subscriber that ``device`` went online or offline, and why.
+
+        The status is ``{"type": "status", "device", "online", "reason", "time"}``; the
+        latest per device is kept for :meth:`statuses`. Never waits.
+        """
+        status = {
+            "type": "status",
+            "device": device,
+            "online": online,
+            "reason": reason,
+            "time": time.time(),
+        }
+        self._statuses[device] = status
+        payload = orjson.dumps(status)
+        sent = dropped = 0
+        for subscriber in self._subscribers:
+            if subscriber.offer(0, payload):
+                sent += 1
+            else:
+                dropped += 1
+        self._count(sent, dropped)
+
+    def statuses(self) -> dict[str, dict[str, Any]]:
+        """The latest status of each device that has one, by device (for greetings): a copy."""
+        return {device: dict(status) for device, status in self._statuses.items()}
+
+    def since(self, seq: int) -> tuple[list[HistoryEntry], bool]:
+        """The history entries after ``seq``, and whether none of them was lost.
+
+        The flag is False when messages after ``seq`` were already evicted from the
+        history (a gap: the caller should say so), and also when ``seq`` is ahead of
+        :attr:`last_seq` (the client saw an earlier run of the gateway): then the whole
+        history is returned.
+        """
+        if seq < 0:
+            raise ValueError(f"seq {seq}, expected 0 or more")
+        history = self._history
+        if seq >= self._seq:
+            return ([], True) if seq == self._seq else (list(history), False)
+        oldest = self.oldest_seq
+        if seq + 1 < oldest:
+            return list(history), False
+        return list(itertools.islice(history, seq + 1 - oldest, None)), True
+
+    def _count(self, sent: int, dropped: int) -> None:
+        if sent:
+            self._metrics.websocket_sent.inc(sent)
+        if dropped:
+            self._metrics.websocket_dropped.labels(reason=DROPPED_REASON).inc(dropped)

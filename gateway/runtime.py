@@ -1,0 +1,224 @@
+"""The gateway: sources in, hub and MQTT out, in one TaskGroup.
+
+:class:`Gateway` wires the parts and is the single place where a decoded frame goes
+on: it is the sources' sink (frames and device status), the WebSocket server's
+command sink, and the provider of the hello message and the health report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from gateway import __version__
+from gateway.config import GatewayConfig
+from gateway.envelope import Envelope
+from gateway.hub import Hub
+from gateway.metrics import GatewayMetrics
+from gateway.mqtt import MqttPublisher
+from gateway.sources import Source, make_source
+from gateway.websocket import WebSocketServer
+from protocol.catalog import Direction
+from protocol.encoder import FrameEncoder
+from protocol.errors import EncodeError, GatewayError
+from protocol.profile import HeaderRole
+from protocol.schema import Schema, load_schema
+
+__all__ = ["CommandError", "Gateway"]
+
+logger = logging.getLogger(__name__)
+
+COMMAND_WRITE_SECONDS = 5.0
+"""How long a command may wait for the device's link (a stuck flow control) before failing."""
+
+SHUTDOWN_FLUSH_SECONDS = 5.0
+"""How long a shutdown waits for MQTT to take what is queued."""
+
+
+class CommandError(GatewayError):
+    """A command cannot be sent: unknown device or message, bad fields, device away."""
+
+
+class Gateway:
+    """One gateway. Build it from a validated config, then ``await run(stop)``."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.metrics = GatewayMetrics()
+        self.hub = Hub(history=config.websocket.history, metrics=self.metrics)
+        schemas: dict[tuple[str, str], Schema] = {}
+        self.sources: dict[str, Source] = {}
+        self._encoders: dict[str, FrameEncoder] = {}
+        self._command_sequence: dict[str, int] = {}
+        for source_config in config.sources:
+            key = (source_config.profile, source_config.catalog)
+            if key not in schemas:
+                schemas[key] = load_schema(*key)
+            schema = schemas[key]
+            self.sources[source_config.device] = make_source(
+                source_config, schema, self.metrics, self
+            )
+            self._encoders[source_config.device] = FrameEncoder(schema)
+            self.metrics.device_online.labels(source_config.device).set(0)
+        self.mqtt = MqttPublisher(config.mqtt, self.metrics) if config.mqtt.enabled else None
+        self.websocket = (
+            WebSocketServer(
+                config.websocket,
+                self.hub,
+                self.metrics,
+                hello=self.hello,
+                health=self.health,
+                commands=self,
+            )
+            if config.websocket.enabled
+            else None
+        )
+        self.started = asyncio.Event()
+
+    # The sources' sink.
+
+    def frame(self, envelope: Envelope) -> None:
+        """A decoded frame: number it, fan it out to WebSocket subscribers and MQTT."""
+        published = self.hub.publish(envelope)
+        if self.mqtt is not None:
+            self.mqtt.publish_message(published.topic, published.payload)
+
+    def status(self, device: str, online: bool, reason: str) -> None:
+        """A device came online or went offline: tell subscribers and the broker."""
+        self.hub.publish_status(device, online, reason)
+        if self.mqtt is not None:
+            self.mqtt.set_device_status(device, online)
+
+    # The WebSocket server's command sink.
+
+    async def send_command(self, device: str, message: str, fields: dict[str, Any]) -> None:
+        """Encode ``message`` for ``device`` and write it; raise CommandError saying why not."""
+        source = self.sources.get(device)
+        if source is None:
+            raise CommandError(f"no device {device!r} (devices: {', '.join(self.sources)})")
+        encoder = self._encoders[device]
+        spec = encoder.schema.names.get(message)
+        if spec is None or spec.spec.direction is not Direction.COMMAND:
+            commands = [
+                name
+                for name, compiled in encoder.schema.names.items()
+                if compiled.spec.direction is Direction.COMMAND
+            ]
+            raise CommandError(f"{message!r} is not a command of {device} (commands: {commands})")
+        sequence = None
+        if encoder.schema.profile.field(HeaderRole.SEQUENCE) is not None:
+            sequence = self._command_sequence.get(device, 0)
+            self._command_sequence[device] = (sequence + 1) % 256
+        try:
+            frame = encoder.encode(message, fields, sequence=sequence)
+        except EncodeError as exc:
+            raise CommandError(str(exc)) from exc
+        try:
+            async with asyncio.timeout(COMMAND_WRITE_SECONDS):
+                await source.write(frame)
+        except TimeoutError:
+            raise CommandError(
+                f"{device} did not take the command within {COMMAND_WRITE_SECONDS:g} s"
+            ) from None
+        logger.info("command %s sent to %s", message, device)
+
+    # What clients see.
+
+    def hello(self) -> dict[str, Any]:
+        """The greeting a WebSocket client gets: version, devices, their messages and fields."""
+        statuses = self.hub.statuses()
+        devices = []
+        catalogs: dict[str, list[dict[str, Any]]] = {}
+        for device, source in self.sources.items():
+            schema = source.schema
+            devices.append(
+                {
+                    "device": device,
+                    "online": bool(statuses.get(device, {}).get("online", False)),
+                    "profile": schema.profile.name,
+                    "catalog": schema.catalog.name,
+                }
+            )
+            catalogs.setdefault(
+                schema.catalog.name,
+                [
+                    {
+                        "message": message.name,
+                        "cmd": message.cmd,
+                        "direction": message.direction.value,
+                        "fields": [
+                            {
+                                key: value
+                                for key, value in (
+                                    ("name", field.name),
+                                    ("type", field.type.value),
+                                    ("unit", field.unit),
+                                    ("count", field.count),
+                                )
+                                if value is not None
+                            }
+                            for field in message.fields
+                        ],
+                    }
+                    for message in schema.catalog.messages
+                ],
+            )
+        return {"type": "hello", "version": __version__, "devices": devices, "catalogs": catalogs}
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """HTTP status and body of ``/healthz``: 200 while running, with each part's state."""
+        running = self.started.is_set()
+        body = {
+            "status": "ok" if running else "starting",
+            "version": __version__,
+            "sources": [source.state() for source in self.sources.values()],
+            "mqtt": self.mqtt.state() if self.mqtt is not None else {"enabled": False},
+            "websocket": {
+                "clients": int(
+                    self.metrics.registry.get_sample_value("tgw_websocket_clients") or 0
+                ),
+                "last_seq": self.hub.last_seq,
+            },
+        }
+        return (200 if running else 503), body
+
+    # Running.
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then shut down gracefully.
+
+        Shutdown: stop reading the devices, say goodbye on MQTT (device and gateway
+        status offline, what is queued flushed within a few seconds), close WebSocket
+        clients with 1001 "going away".
+        """
+        async with asyncio.TaskGroup() as tasks:
+            if self.websocket is not None:
+                await self.websocket.start()
+            readers = [
+                tasks.create_task(source.run(), name=f"source {device}")
+                for device, source in self.sources.items()
+            ]
+            publisher = (
+                tasks.create_task(self.mqtt.run(), name="mqtt") if self.mqtt is not None else None
+            )
+            self.started.set()
+            websocket, mqtt = self.config.websocket, self.config.mqtt
+            logger.info(
+                "gateway running: %d source(s), websocket %s, mqtt %s",
+                len(self.sources),
+                f"on {websocket.host}:{self.websocket.port}" if self.websocket else "off",
+                f"to {mqtt.host}:{mqtt.port}" if self.mqtt else "off",
+            )
+            await stop.wait()
+            logger.info("shutting down")
+            for reader in readers:  # each reports its device offline as it stops
+                reader.cancel()
+            await asyncio.wait(readers)
+            if self.mqtt is not None:
+                await self.mqtt.close(timeout=SHUTDOWN_FLUSH_SECONDS)
+            if self.websocket is not None:
+                await self.websocket.close()
+            if publisher is not None:
+                publisher.cancel()
+        logger.info("gateway stopped")

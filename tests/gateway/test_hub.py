@@ -1,0 +1,290 @@
+"""The hub: numbering, one serialisation for all, filters, bounded history, slow subscribers.
+
+Envelopes carry real frames: built by the encoder, read back by the stream decoder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.envelope import Envelope
+from gateway.hub import MAX_FILTERS, Hub, Subscriber
+from gateway.metrics import GatewayMetrics
+from protocol.decoder import StreamDecoder
+from protocol.encoder import FrameEncoder
+from protocol.events import Frame
+from protocol.schema import Schema
+
+ENVIRONMENT = {"temperature": 21.5, "humidity": 40.0, "pressure": 1013.2}
+POWER = {"battery": 3700, "current": -5, "charge": 90}
+
+Make = Callable[..., Envelope]
+
+
+@pytest.fixture
+def metrics() -> GatewayMetrics:
+    return GatewayMetrics()
+
+
+@pytest.fixture
+def make(default_schema: Schema) -> Make:
+    """``make(device, message="environment") -> Envelope`` with a real decoded frame."""
+    encoder = FrameEncoder(default_schema)
+    decoder = StreamDecoder(default_schema)
+    fields: dict[str, dict[str, Any]] = {"environment": ENVIRONMENT, "power": POWER}
+
+    def make(device: str, message: str = "environment") -> Envelope:
+        (frame,) = decoder.feed(encoder.encode(message, fields[message]))
+        assert isinstance(frame, Frame)
+        return Envelope(device, frame, received=1764063421.5)
+
+    return make
+
+
+def sample(metrics: GatewayMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def take(subscriber: Subscriber, count: int) -> list[tuple[int, bytes]]:
+    """The next ``count`` items of ``subscriber``, which must already be there."""
+
+    async def run() -> list[tuple[int, bytes]]:
+        async with asyncio.timeout(10):
+            return [await subscriber.next() for _ in range(count)]
+
+    return asyncio.run(run())
+
+
+def subscriber(*filters: str, queue_size: int = 100, policy: Any = "drop") -> Subscriber:
+    result = Subscriber(queue_size=queue_size, policy=policy, name="test")
+    result.subscribe(filters)
+    return result
+
+
+def test_publish_numbers_messages_from_one(metrics: GatewayMetrics, make: Make) -> None:
+    hub = Hub(history=10, metrics=metrics)
+    assert hub.last_seq == 0
+    published = [hub.publish(make("node-1")) for _ in range(3)]
+    assert [item.seq for item in published] == [1, 2, 3]
+    assert [item.payload for item in published] == [entry[2] for entry in hub.since(0)[0]]
+    assert hub.last_seq == 3
+    entries, complete = hub.since(0)
+    assert complete
+    assert [(seq, topic) for seq, topic, _ in entries] == [
+        (1, "node-1/environment"),
+        (2, "node-1/environment"),
+        (3, "node-1/environment"),
+    ]
+    record = orjson.loads(entries[2][2])
+    assert record["type"] == "message"
+    assert record["seq"] == 3
+    assert record["device"] == "node-1"
+    assert record["message"] == "environment"
+    assert record["fields"]["humidity"] == pytest.approx(40.0)
+
+
+def test_one_serialisation_shared_by_every_subscriber(metrics: GatewayMetrics, make: Make) -> None:
+    hub = Hub(history=10, metrics=metrics)
+    first, second = subscriber("#"), subscriber("node-1/+")
+    hub.add(first)
+    hub.add(second)
+    hub.publish(make("node-1"))
+    ((seq1, payload1),) = take(first, 1)
+    ((seq2, payload2),) = take(second, 1)
+    (entry,) = hub.since(0)[0]
+    assert seq1 == seq2 == entry[0] == 1
+    assert payload1 is payload2
+    assert payload1 is entry[2]
+    assert sample(metrics, "tgw_websocket_messages_sent_total") == 2
+
+
+def test_filters_are_honoured(metrics: GatewayMetrics, make: Make) -> None:
+    hub = Hub(history=10, metrics=metrics)
+    node1 = subscriber("node-1/+")
+    power = subscriber("+/power")
+    nothing = subscriber()
+    for each in (node1, power, nothing):
+        hub.add(each)
+    hub.publish(make("node-1", "environment"))  # 1
+    hub.publish(make("node-2", "power"))  # 2
+    hub.publish(make("node-1", "power"))  # 3
+    hub.publish(make("node-2", "environment"))  # 4
+    assert [seq for seq, _ in take(node1, node1.buffered)] == [1, 3]
+    assert [seq for seq, _ in take(power, power.buffered)] == [2, 3]
+    assert nothing.buffered == 0
+    power.unsubscribe(["+/power", "not/held"])
+    power.subscribe(["node-2/environment"])
+    assert power.filters == ["node-2/environment"]
+    hub.publish(make("node-2", "power"))  # 5
+    hub.publish(make("node-2", "environment"))  # 6
+    assert [seq for seq, _ in take(power, power.buffered)] == [6]
+
+
+def test_removed_subscribers_get_nothing(metrics: GatewayMetrics, make: Make) -> None:
+    hub = Hub(history=10, metrics=metrics)
+    gone = subscriber("#")
+    hub.add(gone)
+    assert hub.subscribers == 1
+    hub.remove(gone)
+    hub.remove(gone)
+    assert hub.subscribers == 0
+    hub.publish(make("node-1"))
+    assert gone.buffered == 0
+
+
+def test_bad_filters_change_nothing() -> None:
+    held = subscriber("node-1/+")
+    with pytest.raises(ValueError, match="'#' must be the last level"):
+        held.subscribe(["node-2/+", "#/x"])
+    assert held.filters == ["node-1/+"]
+    with pytest.raises(ValueError, match=f"expected at most {MAX_FILTERS}"):
+        held.subscribe([f"node-{n}/+" for n in range(2, MAX_FILTERS + 2)])
+    assert held.filters == ["node-1/+"]
+    held.subscribe(["node-1/+", "#"])
+    assert held.filters == ["node-1/+", "#"]
+
+
+def test_history_is_bounded_and_since_reports_gaps(metrics: GatewayMetrics, make: Make) -> None:
+    hub = Hub(history=5, metrics=metrics)
+    assert hub.since(0) == ([], True)
+    for _ in range(12):
+        hub.publish(make("node-1"))
+    assert hub.oldest_seq == 8
+    entries, complete = hub.since(0)
+    assert [seq for seq, _, _ in entries] == [8, 9, 10, 11, 12]
+    assert not complete
+    entries, complete = hub.since(6)
+    assert [seq for seq, _, _ in entries] == [8, 9, 10, 11, 12]
+    assert not complete
+    entries, complete = hub.since(7)
+    assert [seq for seq, _, _ in entries] == [8, 9, 10, 11, 12]
+    assert complete
+    entries, complete = hub.since(10)
+    assert [seq for seq, _, _ in entries] == [11, 12]
+    assert complete
+    assert hub.since(12) == ([], True)
+    # Ahead of the last seq: the client saw an earlier run of the gateway.
+    entries, complete = hub.since(500)
+    assert [seq for seq, _, _ in entries] == [8, 9, 10, 11, 12]
+    assert not complete
+    with pytest.raises(ValueError, match="seq -1"):
+        hub.since(-1)
+
+
+def test_no_history(metrics: GatewayMetrics, make: Make) -> None:
+    hub = Hub(history=0, metrics=metrics)
+    hub.publish(make("node-1"))
+    assert hub.since(0) == ([], False)
+    assert hub.since(1) == ([], True)
+    assert hub.oldest_seq == 2
+
+
+def test_drop_policy_drops_new_messages_and_tells(metrics: GatewayMetrics, make: Make) -> None:
+    hub = Hub(history=100, metrics=metrics)
+    slow = subscriber("#", queue_size=3)
+    hub.add(slow)
+    for _ in range(8):
+        hub.publish(make("node-1"))
+    assert slow.buffered == 3
+    assert slow.dropped == slow.pending_dropped == 5
+    assert sample(metrics, "tgw_websocket_messages_dropped_total", reason="slow_subscriber") == 5
+    assert sample(metrics, "tgw_websocket_messages_sent_total") == 3
+    notice, *kept = take(slow, 4)
+    assert notice == (0, b'{"type":"dropped","count":5}')
+    assert [seq for seq, _ in kept] == [1, 2, 3]  # the new ones were dropped
+    assert slow.pending_dropped == 0
+    # The next burst is reported on its own.
+    for _ in range(5):
+        hub.publish(make("node-1"))
+    assert slow.buffered == 3
+    notice, *kept = take(slow, 4)
+    assert orjson.loads(notice[1]) == {"type": "dropped", "count": 2}
+    assert [seq for seq, _ in kept] == [9, 10, 11]
+    assert slow.dropped == 7
+
+
+def test_disconnect_policy_flags_overflow(metrics: GatewayMetrics, make: Make) -> None:
+    hub = Hub(history=100, metrics=metrics)
+    slow = subscriber("#", queue_size=3, policy="disconnect")
+    hub.add(slow)
+    for _ in range(3):
+        hub.publish(make("node-1"))
+    assert not slow.overflowed
+    hub.publish(make("node-1"))
+    assert slow.overflowed
+    assert slow.behind == 4
+    assert slow.buffered == 0  # released: its connection is to be closed
+    hub.publish(make("node-1"))
+    assert slow.behind == 5
+
+    async def wait() -> int:
+        async with asyncio.timeout(10):
+            return await slow.wait_overflowed()
+
+    assert asyncio.run(wait()) == 5
+
+
+def test_memory_stays_bounded_with_a_subscriber_that_never_reads(
+    metrics: GatewayMetrics, make: Make
+) -> None:
+    hub = Hub(history=50, metrics=metrics)
+    never = subscriber("#", queue_size=10)
+    hub.add(never)
+    envelope = make("node-1")
+    for _ in range(5000):
+        hub.publish(envelope)
+        assert never.buffered <= 10
+        hub.publish_status("node-1", True, "frames")
+        assert never.buffered <= 10
+    assert never.buffered == 10
+    assert len(hub.since(0)[0]) == 50
+    assert never.dropped == 10000 - 10
+
+
+def test_statuses_go_to_everyone_and_are_kept(metrics: GatewayMetrics, make: Make) -> None:
+    hub = Hub(history=10, metrics=metrics)
+    filtered = subscriber("node-9/+")
+    hub.add(filtered)
+    hub.publish_status("node-2", False, "silent for 10 s")
+    hub.publish_status("node-1", True, "frames")
+    hub.publish_status("node-1", False, "port closed")
+    items = take(filtered, 3)
+    assert [seq for seq, _ in items] == [0, 0, 0]
+    last = orjson.loads(items[2][1])
+    assert last["type"] == "status"
+    assert (last["device"], last["online"], last["reason"]) == ("node-1", False, "port closed")
+    assert isinstance(last["time"], float)
+    statuses = hub.statuses()
+    assert statuses.keys() == {"node-1", "node-2"}
+    assert statuses["node-1"] == last
+    assert statuses["node-2"]["reason"] == "silent for 10 s"
+    assert hub.last_seq == 0
+    assert hub.since(0) == ([], True)
+
+
+def test_next_waits_for_a_message(metrics: GatewayMetrics, make: Make) -> None:
+    hub = Hub(history=10, metrics=metrics)
+
+    async def run() -> tuple[int, bytes]:
+        waiting = subscriber("#")
+        hub.add(waiting)
+        async with asyncio.timeout(10), asyncio.TaskGroup() as group:
+            task = group.create_task(waiting.next())
+            await asyncio.sleep(0)
+            assert not task.done()
+            hub.publish(make("node-1"))
+        return task.result()
+
+    seq, payload = asyncio.run(run())
+    assert seq == 1
+    assert orjson.loads(payload)["seq"] == 1
+
+
+def test_queue_size_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="queue size 0"):
+        Subscriber(queue_size=0)

@@ -1,0 +1,542 @@
+"""The MQTT publisher against a real mosquitto, and the in-memory outbox.
+
+No mocks: every publisher test runs ``mosquitto`` (tests/gateway/broker.py) and checks
+what a real subscriber receives. The tests wait for behaviour (a message arrives, the
+outbox empties); timeouts are only hang guards.
+
+Two tests restart the broker while a subscriber must not miss anything: they use a
+broker with persistence and a subscriber with a persistent session, so that the
+broker keeps the subscriber's messages whichever of the two reconnects first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from itertools import count
+
+import pytest
+
+from gateway.config import MqttConfig
+from gateway.metrics import GatewayMetrics
+from gateway.mqtt import MqttPublisher
+from gateway.outbox import MemoryOutbox, OutboundMessage, Outbox
+from tests.gateway.broker import (
+    GUARD,
+    POLL,
+    Mosquitto,
+    Received,
+    Subscriber,
+    free_port,
+    mosquitto,  # noqa: F401 (the fixture)
+)
+
+PREFIX = "tgw-test"
+_ids = count()
+
+
+def config(port: int, **changes: object) -> MqttConfig:
+    values: dict[str, object] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "client_id": f"tgw-test-{next(_ids)}",
+        "topic_prefix": PREFIX,
+        "keepalive": 10,
+        **changes,
+    }
+    return MqttConfig.model_validate(values)
+
+
+def sample(metrics: GatewayMetrics, name: str, **labels: str) -> float:
+    """A metric's value; 0 for a labelled counter never incremented."""
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def published(metrics: GatewayMetrics) -> float:
+    return sample(metrics, "tgw_mqtt_published_total")
+
+
+def queue_depth(metrics: GatewayMetrics) -> float:
+    return sample(metrics, "tgw_mqtt_queue_depth")
+
+
+def dropped(metrics: GatewayMetrics) -> float:
+    return sample(metrics, "tgw_mqtt_dropped_total", reason="queue_full")
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait until ``condition()`` holds; fail after the hang guard."""
+    try:
+        async with asyncio.timeout(GUARD):
+            while not condition():
+                await asyncio.sleep(POLL)
+    except TimeoutError:
+        pytest.fail(f"{what}: not within {GUARD} s")
+
+
+@contextlib.asynccontextmanager
+async def running(publisher: MqttPublisher) -> AsyncIterator[asyncio.Task[None]]:
+    """``publisher.run()`` as a task, cancelled at the end (as the gateway does)."""
+    task = asyncio.create_task(publisher.run(), name="mqtt-publisher")
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def data(messages: list[Received]) -> list[Received]:
+    """The messages that are not statuses."""
+    return [m for m in messages if not m.topic.endswith("/status")]
+
+
+def payloads(messages: list[Received]) -> list[bytes]:
+    return [m.payload for m in messages]
+
+
+def first_occurrences(items: list[bytes]) -> tuple[list[bytes], int]:
+    """``items`` without repeats, in order of first arrival, and the number of repeats."""
+    seen: dict[bytes, None] = {}
+    for item in items:
+        seen.setdefault(item, None)
+    return list(seen), len(items) - len(seen)
+
+
+def numbered(start: int, stop: int) -> list[bytes]:
+    return [b'{"n": %d, "raw": "\x00\xff"}' % n for n in range(start, stop)]
+
+
+# -- MemoryOutbox -----------------------------------------------------------------------
+
+
+def item(n: int) -> OutboundMessage:
+    return OutboundMessage(f"t/{n}", bytes([n]), 1, False)
+
+
+def test_outbox_is_fifo() -> None:
+    outbox: Outbox = MemoryOutbox(10)
+    assert outbox.peek() is None
+    assert len(outbox) == 0
+    for n in range(3):
+        assert outbox.put(item(n)) is None
+    assert len(outbox) == 3
+    taken = []
+    while (head := outbox.peek()) is not None:
+        assert outbox.peek() is head  # peek leaves it in place
+        taken.append(head)
+        outbox.pop()
+    assert taken == [item(0), item(1), item(2)]
+    assert len(outbox) == 0
+
+
+def test_full_outbox_drops_and_returns_the_oldest() -> None:
+    outbox = MemoryOutbox(3)
+    dropped_items = [outbox.put(item(n)) for n in range(7)]
+    assert dropped_items == [None, None, None, item(0), item(1), item(2), item(3)]
+    assert len(outbox) == 3
+    assert outbox.peek() == item(4)
+    outbox.pop()
+    assert outbox.put(item(7)) is None  # room again
+    assert [outbox.peek(), len(outbox)] == [item(5), 3]
+
+
+def test_outbox_refuses_what_it_cannot_do() -> None:
+    with pytest.raises(ValueError, match="capacity must be at least 1, got 0"):
+        MemoryOutbox(0)
+    with pytest.raises(IndexError, match="empty outbox"):
+        MemoryOutbox(1).pop()
+
+
+def test_outbox_wait_nonempty() -> None:
+    async def scenario() -> None:
+        outbox = MemoryOutbox(2)
+        outbox.put(item(1))
+        async with asyncio.timeout(GUARD):
+            await outbox.wait_nonempty()  # returns at once
+        outbox.pop()
+        async with asyncio.TaskGroup() as tasks:
+            waiter = tasks.create_task(outbox.wait_nonempty())
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert not waiter.done()
+            outbox.put(item(2))
+            async with asyncio.timeout(GUARD):
+                await waiter
+        assert len(outbox) == 1
+
+    asyncio.run(scenario())
+
+
+# -- publishing -------------------------------------------------------------------------
+
+
+MESSAGES = [
+    ("node-1/environment", b'{"temperature": 21.5}'),
+    ("node-1/power", b"\x00\x01\x02\xff binary is fine"),
+    ("node-2/environment", b""),
+    *(("node-1/environment", b'{"n": %d}' % n) for n in range(20)),
+    ("node-2/unknown", b'{"cmd": 99}'),
+]
+
+
+@pytest.mark.parametrize(("qos", "retain"), [(0, False), (1, False), (2, True)])
+def test_messages_arrive_in_order_with_the_configured_qos_and_retain(
+    mosquitto: Mosquitto,  # noqa: F811
+    qos: int,
+    retain: bool,
+) -> None:
+    metrics = GatewayMetrics()
+    publisher = MqttPublisher(config(mosquitto.port, qos=qos, retain=retain), metrics)
+    expected = [(f"{PREFIX}/{topic}", payload) for topic, payload in MESSAGES]
+
+    async def scenario() -> None:
+        with Subscriber(mosquitto, f"{PREFIX}/#") as live:
+            async with running(publisher):
+                publisher.set_device_status("node-1", True)
+                for topic, payload in MESSAGES:
+                    publisher.publish_message(topic, payload)
+                got = await live.wait_until_async(
+                    lambda ms: len(data(ms)) >= len(expected), "every message"
+                )
+                assert [(m.topic, m.payload) for m in data(got)] == expected
+                assert {(m.qos, m.retain) for m in data(got)} == {(qos, False)}
+                await until(lambda: not publisher.outbox, "the outbox empty")
+                assert published(metrics) == len(expected)
+                assert queue_depth(metrics) == 0
+
+                # What a subscriber arriving now gets as retained: everything before
+                # the marker, which is published after it subscribed.
+                with Subscriber(mosquitto, f"{PREFIX}/#") as late:
+                    publisher.publish_message("node-1/marker", b"end")
+                    got = await late.wait_until_async(
+                        lambda ms: any(m.payload == b"end" for m in ms), "the marker"
+                    )
+        retained = got[: payloads(got).index(b"end")]
+        assert all(m.retain for m in retained)
+        statuses = {m.topic: m.payload for m in retained if m.topic.endswith("/status")}
+        assert statuses == {
+            f"{PREFIX}/gateway/status": b"online",
+            f"{PREFIX}/node-1/status": b"online",
+        }
+        # An empty retained payload deletes the retained message (MQTT 3.3.1.3).
+        last = {topic: payload for topic, payload in expected if payload}
+        assert {m.topic: m.payload for m in data(retained)} == (last if retain else {})
+
+    asyncio.run(scenario())
+
+
+def test_device_status_is_retained_and_only_the_latest_counts(
+    mosquitto: Mosquitto,  # noqa: F811
+) -> None:
+    publisher = MqttPublisher(config(mosquitto.port), GatewayMetrics())
+
+    async def scenario() -> None:
+        publisher.set_device_status("node-1", True)  # before the connection
+        publisher.set_device_status("node-2", True)
+        publisher.set_device_status("node-2", False)
+        async with running(publisher):
+            with Subscriber(mosquitto, f"{PREFIX}/+/status") as live:
+                await live.wait_until_async(
+                    lambda ms: len(ms) >= 3, "three statuses (gateway, node-1, node-2)"
+                )
+                publisher.set_device_status("node-1", False)
+                publisher.set_device_status("node-3", True)
+                got = await live.wait_until_async(
+                    lambda ms: any(m.topic.endswith("node-3/status") for m in ms), "node-3"
+                )
+            assert publisher.connected
+        assert [(m.topic, m.payload) for m in got] == [
+            (f"{PREFIX}/gateway/status", b"online"),
+            (f"{PREFIX}/node-1/status", b"online"),
+            (f"{PREFIX}/node-2/status", b"offline"),
+            (f"{PREFIX}/node-1/status", b"offline"),
+            (f"{PREFIX}/node-3/status", b"online"),
+        ]
+
+    asyncio.run(scenario())
+
+
+# -- the gateway's status: last will, close, cancel ------------------------------------------
+
+
+WILL_SCRIPT = """
+import asyncio, sys
+from gateway.config import MqttConfig
+from gateway.metrics import GatewayMetrics
+from gateway.mqtt import MqttPublisher
+
+config = MqttConfig(port=int(sys.argv[1]), topic_prefix=sys.argv[2], client_id="tgw-will")
+asyncio.run(MqttPublisher(config, GatewayMetrics()).run())
+"""
+
+
+def test_last_will_says_offline_when_the_gateway_dies(mosquitto: Mosquitto) -> None:  # noqa: F811
+    topic = f"{PREFIX}/gateway/status"
+    gateway = subprocess.Popen(
+        [sys.executable, "-c", WILL_SCRIPT, str(mosquitto.port), PREFIX],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with Subscriber(mosquitto, topic) as watcher:
+            watcher.wait_until(
+                lambda ms: b"online" in payloads(ms) or gateway.poll() is not None,
+                "the gateway online",
+            )
+            assert gateway.poll() is None, gateway.communicate()[1].decode()
+            gateway.send_signal(signal.SIGKILL)
+            gateway.wait()
+            got = watcher.wait_until(lambda ms: payloads(ms)[-1:] == [b"offline"], "the will")
+        assert payloads(got) == [b"online", b"offline"]
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+        gateway.communicate()
+    with Subscriber(mosquitto, topic) as late:
+        got = late.wait_until(lambda ms: len(ms) >= 1, "the retained status")
+    assert got == [Received(topic, b"offline", 1, True)]
+
+
+def test_close_says_offline_and_flushes_the_outbox(mosquitto: Mosquitto) -> None:  # noqa: F811
+    metrics = GatewayMetrics()
+    publisher = MqttPublisher(config(mosquitto.port), metrics)
+    offered = numbered(0, 50)
+
+    async def scenario() -> None:
+        with Subscriber(mosquitto, f"{PREFIX}/+/environment") as live:
+            async with running(publisher) as task:
+                publisher.set_device_status("node-1", True)
+                publisher.set_device_status("node-2", True)
+                await until(lambda: publisher.connected, "connected")
+                for payload in offered:
+                    publisher.publish_message("node-1/environment", payload)
+                await publisher.close(timeout=GUARD)
+                async with asyncio.timeout(GUARD):
+                    await task  # run() returns after close()
+                assert not publisher.connected
+                assert publisher.state() == {
+                    "connected": False,
+                    "queue_depth": 0,
+                    "published": 50,
+                    "dropped": 0,
+                    "last_error": None,
+                }
+            got = await live.wait_until_async(lambda ms: len(ms) >= 50, "50 messages")
+        assert payloads(got) == offered
+        assert published(metrics) == 50
+        assert sample(metrics, "tgw_mqtt_connected") == 0
+
+    asyncio.run(scenario())
+    with Subscriber(mosquitto, f"{PREFIX}/+/status") as late:
+        got = late.wait_until(lambda ms: len(ms) >= 3, "three retained statuses")
+    assert {m.topic: (m.payload, m.retain) for m in got} == {
+        f"{PREFIX}/gateway/status": (b"offline", True),
+        f"{PREFIX}/node-1/status": (b"offline", True),
+        f"{PREFIX}/node-2/status": (b"offline", True),
+    }
+
+
+def test_cancel_without_close_still_says_offline(mosquitto: Mosquitto) -> None:  # noqa: F811
+    publisher = MqttPublisher(config(mosquitto.port), GatewayMetrics())
+
+    async def scenario() -> None:
+        with Subscriber(mosquitto, f"{PREFIX}/+/status") as live:
+            async with running(publisher):
+                publisher.set_device_status("node-1", True)
+                await live.wait_until_async(lambda ms: len(ms) >= 2, "both statuses online")
+            assert not publisher.connected
+
+    asyncio.run(scenario())
+    with Subscriber(mosquitto, f"{PREFIX}/+/status") as late:
+        got = late.wait_until(lambda ms: len(ms) >= 2, "two retained statuses")
+    assert {m.topic: m.payload for m in got} == {
+        f"{PREFIX}/gateway/status": b"offline",
+        f"{PREFIX}/node-1/status": b"offline",
+    }
+
+
+def test_close_without_a_broker_returns(caplog: pytest.LogCaptureFixture) -> None:
+    publisher = MqttPublisher(config(free_port()), GatewayMetrics())
+
+    async def scenario() -> None:
+        async with running(publisher) as task:
+            publisher.publish_message("node-1/environment", b"{}")
+            await until(lambda: publisher.state()["last_error"] is not None, "an attempt")
+            await publisher.close(timeout=GUARD)
+            async with asyncio.timeout(GUARD):
+                await task
+        assert len(publisher.outbox) == 1
+
+    asyncio.run(scenario())
+    assert "mqtt closed with 1 messages not published" in caplog.text
+
+
+def test_a_refused_connection_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    with Mosquitto(anonymous=False) as broker:
+        publisher = MqttPublisher(
+            config(broker.port, username="node", password="x"), GatewayMetrics()
+        )
+
+        async def scenario() -> None:
+            async with running(publisher):
+                await until(lambda: publisher.state()["last_error"] is not None, "an attempt")
+                assert not publisher.connected
+
+        asyncio.run(scenario())
+    assert publisher.state()["last_error"] == "refused by the broker: not authorized"
+    assert f"cannot connect to mqtt 127.0.0.1:{broker.port}: refused by the broker" in caplog.text
+
+
+# -- outages ----------------------------------------------------------------------------
+
+
+def test_broker_absent_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="gateway.mqtt")
+    with Mosquitto(persistence=True) as broker:
+        topic = f"{PREFIX}/node-1/environment"
+        with Subscriber(broker, topic, client_id="tgw-test-absent", persistent=True) as sub:
+            broker.stop()  # the broker keeps the subscriber's session
+            metrics = GatewayMetrics()
+            publisher = MqttPublisher(config(broker.port), metrics)
+            offered = numbered(0, 30)
+
+            async def scenario() -> None:
+                async with running(publisher):
+                    for payload in offered:
+                        publisher.publish_message("node-1/environment", payload)
+                    assert queue_depth(metrics) == 30
+                    await until(
+                        lambda: sample(metrics, "tgw_mqtt_reconnects_total") >= 2,
+                        "two attempts after the first",
+                    )
+                    assert not publisher.connected
+                    assert sample(metrics, "tgw_mqtt_connected") == 0
+                    assert publisher.state()["last_error"] == "connection refused"
+                    assert queue_depth(metrics) == 30
+                    assert published(metrics) == 0
+
+                    broker.start()
+                    await until(lambda: queue_depth(metrics) == 0, "the outbox drained")
+                    assert publisher.connected
+                    got = await sub.wait_until_async(lambda ms: len(ms) >= 30, "30 messages")
+                    assert payloads(got) == offered
+                    assert published(metrics) == 30
+
+            asyncio.run(scenario())
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    address = f"127.0.0.1:{broker.port}"
+    assert warnings == [f"cannot connect to mqtt {address}: connection refused; retrying"]
+    assert f"mqtt {address} still unreachable: connection refused" in caplog.text
+    assert f"connected to mqtt {address}" in caplog.text
+
+
+def test_broker_restart_mid_stream(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.mqtt")
+    with Mosquitto(persistence=True) as broker:
+        topic = f"{PREFIX}/node-1/environment"
+        with Subscriber(broker, topic, client_id="tgw-test-restart", persistent=True) as sub:
+            metrics = GatewayMetrics()
+            publisher = MqttPublisher(config(broker.port), metrics)
+            offered = numbered(0, 300)
+
+            async def scenario() -> None:
+                async with running(publisher):
+                    await until(lambda: publisher.connected, "connected")
+                    for payload in offered[:150]:
+                        publisher.publish_message("node-1/environment", payload)
+                    await until(lambda: published(metrics) >= 20, "20 published")
+                    broker.stop()  # with messages in flight and queued
+                    await until(lambda: not publisher.connected, "the loss noticed")
+                    for payload in offered[150:]:
+                        publisher.publish_message("node-1/environment", payload)
+                    assert published(metrics) + queue_depth(metrics) == 300
+
+                    broker.start()
+                    await until(lambda: queue_depth(metrics) == 0, "the outbox drained")
+                    got = await sub.wait_until_async(
+                        lambda ms: set(payloads(ms)) >= set(offered), "all 300 messages"
+                    )
+                    unique, repeats = first_occurrences(payloads(got))
+                    assert unique == offered
+                    # QoS 1: a message whose PUBACK was lost is sent again.
+                    assert repeats >= 0
+                    assert published(metrics) + queue_depth(metrics) + dropped(metrics) == 300
+                    assert published(metrics) == 300
+                    assert sample(metrics, "tgw_mqtt_reconnects_total") >= 1
+                    assert publisher.connected
+
+            asyncio.run(scenario())
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"mqtt connection to 127.0.0.1:{broker.port} lost: ")
+    connects = [r for r in caplog.records if r.getMessage().startswith("connected to mqtt")]
+    assert len(connects) == 2
+
+
+def test_statuses_are_published_again_after_a_reconnect(
+    mosquitto: Mosquitto,  # noqa: F811
+) -> None:
+    publisher = MqttPublisher(config(mosquitto.port), GatewayMetrics())
+    expected = {f"{PREFIX}/gateway/status": b"online", f"{PREFIX}/node-1/status": b"online"}
+
+    def statuses(messages: list[Received]) -> dict[str, bytes]:
+        return {m.topic: m.payload for m in messages}
+
+    async def scenario() -> None:
+        async with running(publisher):
+            publisher.set_device_status("node-1", True)
+            with Subscriber(mosquitto, f"{PREFIX}/+/status") as sub:
+                await sub.wait_until_async(lambda ms: statuses(ms) == expected, "online")
+            mosquitto.stop()  # without persistence: the retained statuses are gone
+            await until(lambda: not publisher.connected, "the loss noticed")
+            mosquitto.start()
+            with Subscriber(mosquitto, f"{PREFIX}/+/status") as sub:
+                await sub.wait_until_async(lambda ms: statuses(ms) == expected, "online again")
+            with Subscriber(mosquitto, f"{PREFIX}/+/status") as late:
+                got = await late.wait_until_async(lambda ms: len(ms) >= 2, "retained")
+            assert {(m.topic, m.payload, m.retain) for m in got} == {
+                (topic, payload, True) for topic, payload in expected.items()
+            }
+
+    asyncio.run(scenario())
+
+
+def test_full_outbox_drops_the_oldest_and_counts(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.mqtt")
+    broker = Mosquitto()  # not started yet
+    metrics = GatewayMetrics()
+    publisher = MqttPublisher(config(broker.port, queue_size=5), metrics)
+    offered = numbered(0, 12)
+
+    async def scenario() -> None:
+        async with running(publisher):
+            for payload in offered:
+                publisher.publish_message("node-1/environment", payload)
+            assert dropped(metrics) == 7
+            assert queue_depth(metrics) == 5
+            assert publisher.state()["dropped"] == 7
+            head = publisher.outbox.peek()
+            assert head is not None
+            assert head.payload == offered[7]
+
+            broker.start()
+            await until(lambda: queue_depth(metrics) == 0, "the outbox drained")
+            assert published(metrics) == 5
+            assert published(metrics) + queue_depth(metrics) + dropped(metrics) == 12
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        broker.close()
+    full = [r for r in caplog.records if "outbox full" in r.getMessage()]
+    assert [r.levelno for r in full] == [logging.WARNING]
+    assert "7 messages were dropped while full" in caplog.text
