@@ -38,9 +38,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GatewayError as exc:
         print(f"tgw: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BaseExceptionGroup as group:  # from a TaskGroup: report ours in one line each
+        matched, rest = group.split(GatewayError)
+        if matched is None or rest is not None:
+            raise
+        for error in _leaves(matched):
+            print(f"tgw: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     return status
+
+
+def _leaves(group: BaseExceptionGroup[GatewayError]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
 
 
 if __name__ == "__main__":

@@ -88,6 +88,7 @@ import enum
 import hmac
 import http
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -126,6 +127,10 @@ def hard_size_limit(max_message_size: int) -> int:
     connection stays; this bound keeps the memory a client can make us hold bounded.
     """
     return max(4 * max_message_size, HARD_SIZE_FLOOR)
+
+
+class ListenError(GatewayError):
+    """The server cannot listen where it was told to."""
 
 
 class CommandSink(Protocol):
@@ -240,19 +245,28 @@ class WebSocketServer:
         """Devices that accepted a command: the only device labels failures may use."""
 
     async def start(self) -> None:
-        """Bind and start accepting connections (see :attr:`port` when the port is 0)."""
+        """Bind and start accepting connections (see :attr:`port` when the port is 0).
+
+        Raise :class:`ListenError` (one line, with the reason) if the address is taken.
+        """
         config = self._config
-        self._server = await serve(
-            self._serve,
-            config.host,
-            config.port,
-            process_request=self._process_request,
-            compression="deflate" if config.compression else None,
-            ping_interval=config.ping_interval,
-            ping_timeout=config.ping_timeout,
-            max_size=hard_size_limit(config.max_message_size),
-            max_queue=INCOMING_QUEUE,
-        )
+        try:
+            self._server = await serve(
+                self._serve,
+                config.host,
+                config.port,
+                process_request=self._process_request,
+                compression="deflate" if config.compression else None,
+                ping_interval=config.ping_interval,
+                ping_timeout=config.ping_timeout,
+                max_size=hard_size_limit(config.max_message_size),
+                max_queue=INCOMING_QUEUE,
+            )
+        except OSError as exc:
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise ListenError(
+                f"websocket: cannot listen on {config.host}:{config.port}: {reason}"
+            ) from exc
         logger.info("websocket server listening on %s:%d", config.host, self.port)
 
     async def close(self) -> None:

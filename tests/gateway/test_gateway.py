@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -369,3 +370,22 @@ def test_demo_serves_healthz_and_telemetry(
             process.stderr.close()
     assert ("running without MQTT" in log) is not with_broker
     assert "Traceback" not in log
+
+
+def test_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [str(TGW), "demo", "--port", str(port), "--mqtt", f"127.0.0.1:{free_port()}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"tgw: error: websocket: cannot listen on 127.0.0.1:{port}: address already in use"
+    )

@@ -1,7 +1,8 @@
 """The MQTT publisher against a real mosquitto, and the in-memory outbox.
 
-No mocks: every publisher test runs ``mosquitto`` (tests/gateway/broker.py) and checks
-what a real subscriber receives. The tests wait for behaviour (a message arrives, the
+No mocks: every publisher test runs ``mosquitto`` (tests/gateway/broker.py; the
+``mosquitto`` fixture comes through tests/conftest.py) and checks what a real
+subscriber receives. The tests wait for behaviour (a message arrives, the
 outbox empties); timeouts are only hang guards.
 
 Two tests restart the broker while a subscriber must not miss anything: they use a
@@ -33,7 +34,6 @@ from tests.gateway.broker import (
     Received,
     Subscriber,
     free_port,
-    mosquitto,  # noqa: F401 (the fixture)
 )
 
 PREFIX = "tgw-test"
@@ -188,7 +188,7 @@ MESSAGES = [
 
 @pytest.mark.parametrize(("qos", "retain"), [(0, False), (1, False), (2, True)])
 def test_messages_arrive_in_order_with_the_configured_qos_and_retain(
-    mosquitto: Mosquitto,  # noqa: F811
+    mosquitto: Mosquitto,
     qos: int,
     retain: bool,
 ) -> None:
@@ -233,7 +233,7 @@ def test_messages_arrive_in_order_with_the_configured_qos_and_retain(
 
 
 def test_device_status_is_retained_and_only_the_latest_counts(
-    mosquitto: Mosquitto,  # noqa: F811
+    mosquitto: Mosquitto,
 ) -> None:
     publisher = MqttPublisher(config(mosquitto.port), GatewayMetrics())
 
@@ -277,7 +277,7 @@ asyncio.run(MqttPublisher(config, GatewayMetrics()).run())
 """
 
 
-def test_last_will_says_offline_when_the_gateway_dies(mosquitto: Mosquitto) -> None:  # noqa: F811
+def test_last_will_says_offline_when_the_gateway_dies(mosquitto: Mosquitto) -> None:
     topic = f"{PREFIX}/gateway/status"
     gateway = subprocess.Popen(
         [sys.executable, "-c", WILL_SCRIPT, str(mosquitto.port), PREFIX],
@@ -304,7 +304,7 @@ def test_last_will_says_offline_when_the_gateway_dies(mosquitto: Mosquitto) -> N
     assert got == [Received(topic, b"offline", 1, True)]
 
 
-def test_close_says_offline_and_flushes_the_outbox(mosquitto: Mosquitto) -> None:  # noqa: F811
+def test_close_says_offline_and_flushes_the_outbox(mosquitto: Mosquitto) -> None:
     metrics = GatewayMetrics()
     publisher = MqttPublisher(config(mosquitto.port), metrics)
     offered = numbered(0, 50)
@@ -343,7 +343,7 @@ def test_close_says_offline_and_flushes_the_outbox(mosquitto: Mosquitto) -> None
     }
 
 
-def test_cancel_without_close_still_says_offline(mosquitto: Mosquitto) -> None:  # noqa: F811
+def test_cancel_without_close_still_says_offline(mosquitto: Mosquitto) -> None:
     publisher = MqttPublisher(config(mosquitto.port), GatewayMetrics())
 
     async def scenario() -> None:
@@ -483,7 +483,7 @@ def test_broker_restart_mid_stream(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_statuses_are_published_again_after_a_reconnect(
-    mosquitto: Mosquitto,  # noqa: F811
+    mosquitto: Mosquitto,
 ) -> None:
     publisher = MqttPublisher(config(mosquitto.port), GatewayMetrics())
     expected = {f"{PREFIX}/gateway/status": b"online", f"{PREFIX}/node-1/status": b"online"}
