@@ -117,8 +117,6 @@ class MqttConfig(StrictModel):
     keepalive: Annotated[int, Field(ge=5)] = 30
     queue_size: Annotated[int, Field(ge=1)] = 100000
     """Messages held while the broker is unreachable; beyond this, the oldest are dropped."""
-    required: bool = True
-    """False: start (and say so) even if the broker is absent, as ``tgw demo`` does."""
 
 
 class LoggingConfig(StrictModel):
