@@ -27,6 +27,9 @@ __all__ = [
     "load_config",
 ]
 
+RESERVED_DEVICE = "gateway"
+"""Not a device name: ``<prefix>/gateway/status`` is the gateway's own MQTT status topic."""
+
 Port = Annotated[int, Field(ge=0, le=65535)]
 Seconds = Annotated[float, Field(gt=0)]
 
@@ -110,13 +113,16 @@ class MqttConfig(StrictModel):
     port: Port = 1883
     username: str | None = None
     password: str | None = None
-    client_id: str = "telemetry-gateway"
+    client_id: str | None = None
+    """None: ``tgw-<host>-<pid>``, unique, so two gateways never knock each other off."""
     topic_prefix: Annotated[str, Field(pattern=r"^[^#+]+$")] = "tgw"
     qos: Literal[0, 1, 2] = 1
     retain: bool = False
     keepalive: Annotated[int, Field(ge=5)] = 30
     queue_size: Annotated[int, Field(ge=1)] = 100000
     """Messages held while the broker is unreachable; beyond this, the oldest are dropped."""
+    reconnect_initial: Seconds = 0.5
+    reconnect_max: Seconds = 30.0
 
 
 class LoggingConfig(StrictModel):
@@ -137,6 +143,12 @@ class GatewayConfig(ConfigDocument):
     @model_validator(mode="after")
     def _unique_devices(self) -> GatewayConfig:
         names = [source.device for source in self.sources]
+        if RESERVED_DEVICE in names:
+            raise InvalidKeyError(
+                ("sources", names.index(RESERVED_DEVICE), "device"),
+                f"{RESERVED_DEVICE!r} is reserved: <prefix>/{RESERVED_DEVICE}/status is the "
+                "gateway's own status topic",
+            )
         duplicate = first_duplicate(list(names))
         if duplicate is not None:
             raise InvalidKeyError(

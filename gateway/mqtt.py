@@ -55,7 +55,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import socket
+from collections.abc import Iterator
 from typing import Any
 
 import aiomqtt
@@ -135,6 +138,9 @@ class MqttPublisher:
         return f"{self._config.topic_prefix}/{device}/status"
 
     # -- what the gateway calls --------------------------------------------------------
+
+    def _backoff(self) -> Iterator[float]:
+        return backoff(initial=self._config.reconnect_initial, maximum=self._config.reconnect_max)
 
     @property
     def connected(self) -> bool:
@@ -223,7 +229,7 @@ class MqttPublisher:
     # -- the connection loop -----------------------------------------------------------
 
     async def _run(self) -> None:
-        delays = backoff()
+        delays = self._backoff()
         retry = False  # the next attempt follows a failure or a loss
         outage = False  # a warning was logged for the current outage
         while True:
@@ -241,7 +247,7 @@ class MqttPublisher:
                 self._metrics.mqtt_publish_failures.inc()
             self._last_error = reason
             if was_connected:
-                delays = backoff()
+                delays = self._backoff()
                 _log.warning("mqtt connection to %s lost: %s; reconnecting", self._broker, reason)
             elif not outage:
                 _log.warning("cannot connect to mqtt %s: %s; retrying", self._broker, reason)
@@ -274,7 +280,7 @@ class MqttPublisher:
             config.port,
             username=config.username,
             password=config.password,
-            identifier=config.client_id,
+            identifier=config.client_id or f"tgw-{socket.gethostname()}-{os.getpid()}",
             will=aiomqtt.Will(self.status_topic(GATEWAY), OFFLINE, qos=STATUS_QOS, retain=True),
             clean_session=True,
             keepalive=config.keepalive,

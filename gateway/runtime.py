@@ -21,13 +21,16 @@ from gateway.sources import Source, make_source
 from gateway.websocket import WebSocketServer
 from protocol.catalog import Direction
 from protocol.encoder import FrameEncoder
-from protocol.errors import EncodeError, GatewayError
+from protocol.errors import ConfigError, EncodeError, GatewayError
 from protocol.profile import HeaderRole
 from protocol.schema import Schema, load_schema
 
 __all__ = ["CommandError", "Gateway"]
 
 logger = logging.getLogger(__name__)
+
+DEVICE_STATUS_TOPIC = "status"
+"""The last level of ``<prefix>/<device>/status``: no message may be called so."""
 
 COMMAND_WRITE_SECONDS = 5.0
 """How long a command may wait for the device's link (a stuck flow control) before failing."""
@@ -51,11 +54,19 @@ class Gateway:
         self.sources: dict[str, Source] = {}
         self._encoders: dict[str, FrameEncoder] = {}
         self._command_sequence: dict[str, int] = {}
-        for source_config in config.sources:
+        for index, source_config in enumerate(config.sources):
             key = (source_config.profile, source_config.catalog)
             if key not in schemas:
                 schemas[key] = load_schema(*key)
             schema = schemas[key]
+            if DEVICE_STATUS_TOPIC in schema.names:
+                raise ConfigError(
+                    config.source,
+                    f"sources[{index}].catalog",
+                    f"catalog {schema.catalog.name!r} has a message called "
+                    f"{DEVICE_STATUS_TOPIC!r}, whose topic would be the device's online status "
+                    f"(<prefix>/{source_config.device}/{DEVICE_STATUS_TOPIC}); rename the message",
+                )
             self.sources[source_config.device] = make_source(
                 source_config, schema, self.metrics, self
             )

@@ -28,7 +28,7 @@ DESCRIPTION = """\
 A simulated microcontroller: sends the telemetry of a message catalog, framed as a
 profile says, from sensor models (temperature drifting with noise, humidity,
 pressure, a draining battery, uptime, a three-axis accelerometer), with a periodic
-status heartbeat and occasional events. It answers commands: ping with pong,
+heartbeat and occasional events. It answers commands: ping with pong,
 set_rate with ack (and really changes the rate), anything else with nack.
 
 Links: a PTY (the default; its path is printed, and --link keeps a stable symlink to

@@ -26,7 +26,7 @@ ONCE = 0.0
 """An interval meaning: send once, at boot."""
 
 DEFAULT_INTERVALS: dict[str, float] = {
-    "status": 1.0,
+    "heartbeat": 1.0,
     "environment": 1.0,
     "motion": 0.2,
     "power": 5.0,
@@ -121,14 +121,14 @@ class SimulatedDevice:
         """
         outgoing: list[Outgoing] = []
         while True:
-            due = [
-                (schedule.due, name)
+            due = [  # at equal times, what is sent once (identity, at boot) goes first
+                (schedule.due, schedule.interval != ONCE, name)
                 for name, schedule in self._schedules.items()
                 if schedule.interval is not None and schedule.due <= now
             ]
             if not due:
                 return outgoing
-            when, name = min(due)
+            when, _, name = min(due)
             self._step(when)
             outgoing.append(Outgoing(name, self._values(self._telemetry[name], when), when))
             self._reschedule(name, when)
@@ -249,7 +249,7 @@ class SimulatedDevice:
         self._elapsed = 0.0
         for name, schedule in self._schedules.items():
             schedule.interval = self._interval(name)
-            if schedule.interval in (None, ONCE) or name == "status":
+            if schedule.interval in (None, ONCE) or name == "heartbeat":
                 schedule.due = now  # identity and the first heartbeat right at boot
             elif name in RANDOM_INTERVAL:
                 schedule.due = now + self.rng.expovariate(1.0 / schedule.interval)

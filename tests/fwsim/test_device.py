@@ -42,12 +42,12 @@ def test_messages_follow_their_intervals(default_schema: Schema) -> None:
     sent = run_for(device, 100.0, step=0.01)
     counts = {name: sum(o.message == name for o in sent) for name in DEFAULT_INTERVALS}
     assert counts["identity"] == 1
-    assert counts["status"] == 101  # at boot, then every second through t = 100
+    assert counts["heartbeat"] == 101  # at boot, then every second through t = 100
     assert 500 - 1 <= counts["motion"] <= 500 + 1
     assert 20 - 1 <= counts["power"] <= 20 + 1
     assert 1 <= counts["event"] <= 20  # random moments, one every 20 s on average
-    status_times = [o.time for o in sent if o.message == "status"]
-    assert status_times == [float(t) for t in range(101)]
+    heartbeat_times = [o.time for o in sent if o.message == "heartbeat"]
+    assert heartbeat_times == [float(t) for t in range(101)]
     assert sent[0].message == "identity"
 
 
@@ -62,7 +62,7 @@ def test_sensors_behave_like_sensors(default_schema: Schema) -> None:
     assert len({round(t, 2) for t in temperatures}) > 100  # and is never flat
     charge = [o.fields["charge"] for o in sent if o.message == "power"]
     assert charge[-1] < charge[0]  # the battery drains
-    uptimes = [o.fields["uptime"] for o in sent if o.message == "status"]
+    uptimes = [o.fields["uptime"] for o in sent if o.message == "heartbeat"]
     assert uptimes == sorted(uptimes)
     assert uptimes[-1] == 3600
     accel = [o.fields["accel"] for o in sent if o.message == "motion"]

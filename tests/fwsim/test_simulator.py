@@ -28,7 +28,7 @@ from tests.fwsim.helpers import (
     wait_for,
 )
 
-FAST = ["--interval", "motion=0.01", "--interval", "status=0.05"]
+FAST = ["--interval", "motion=0.01", "--interval", "heartbeat=0.05"]
 """Intervals that make real-time runs short."""
 KEYS = ("offset", "cmd", "message", "fields", "raw")
 
@@ -60,7 +60,7 @@ def test_a_dump_decodes_with_tgw_decode_to_the_ground_truth(tmp_path: Path) -> N
     assert decoded == expected
     assert {record["message"] for record in expected} == {
         "identity",
-        "status",
+        "heartbeat",
         "environment",
         "motion",
         "power",
@@ -293,7 +293,7 @@ def test_tcp_link_serves_frames_and_answers_commands(default_schema: Schema) -> 
                 frames += [e for e in decoder.feed(connection.recv(4096)) if isinstance(e, Frame)]
         [pong] = [frame for frame in frames if frame.message == "pong"]
         assert pong.fields["request_id"] == 42
-        assert {frame.message for frame in frames} >= {"motion", "status"}
+        assert {frame.message for frame in frames} >= {"motion", "heartbeat"}
         assert not [
             e for e in decoder.finish() if isinstance(e, StreamError) and e.kind != "truncated"
         ]

@@ -282,7 +282,7 @@ def test_frames_and_errors_are_json_lines_and_the_summary_goes_to_stderr(
     unknown = encoder.encode_raw(UNKNOWN_CMD, b"abc")
     mismatch = encoder.encode_raw(default_schema.names["power"].spec.cmd, b"\x01\x02\x03")
     bad_length = b"\xaa\x55\x10\xff\xff"
-    status = encoder.encode("status", STATUS)
+    status = encoder.encode("heartbeat", STATUS)
     corrupt = power[:-1] + bytes([power[-1] ^ 0xFF])
     parts = [power, b"\x00\x01\x02", unknown, corrupt, mismatch, bad_length, status, power[:-3]]
     offsets = [sum(len(part) for part in parts[:index]) for index in range(len(parts))]
@@ -293,7 +293,7 @@ def test_frames_and_errors_are_json_lines_and_the_summary_goes_to_stderr(
     assert [(f["offset"], f["cmd"], f["message"], f["raw"]) for f in decoded.frames] == [
         (offsets[0], 0x12, "power", power.hex()),
         (offsets[2], UNKNOWN_CMD, None, unknown.hex()),
-        (offsets[6], 0x01, "status", status.hex()),
+        (offsets[6], 0x01, "heartbeat", status.hex()),
     ]
     power_record, unknown_record, status_record = decoded.frames
     assert power_record["fields"] == POWER
@@ -323,7 +323,7 @@ def test_frames_and_errors_are_json_lines_and_the_summary_goes_to_stderr(
 
 def test_clean_dump_reports_no_errors(tmp_path: Path, default_schema: Schema) -> None:
     encoder = FrameEncoder(default_schema)
-    frames = [encoder.encode("power", POWER), encoder.encode("status", STATUS)] * 3
+    frames = [encoder.encode("power", POWER), encoder.encode("heartbeat", STATUS)] * 3
     decoded = decode(write_dump(tmp_path, b"".join(frames)), cwd=tmp_path)
     assert [bytes.fromhex(f["raw"]) for f in decoded.frames] == frames
     assert decoded.errors == []
@@ -359,7 +359,7 @@ def test_shipped_profile_by_name(tmp_path: Path) -> None:
     encoder = FrameEncoder(load_schema("addressed-crc16"))
     frames = [
         encoder.encode("power", POWER, sequence=7, address=3),
-        encoder.encode("status", STATUS, sequence=8, address=3),
+        encoder.encode("heartbeat", STATUS, sequence=8, address=3),
         encoder.encode_raw(0x1234, b"\xff", sequence=9, address=4),
     ]
     dump = write_dump(tmp_path, b"".join(frames))
@@ -371,7 +371,7 @@ def test_shipped_profile_by_name(tmp_path: Path) -> None:
     ]
     assert records == [
         ("power", 0x12, 7, 3, frames[0].hex()),
-        ("status", 0x01, 8, 3, frames[1].hex()),
+        ("heartbeat", 0x01, 8, 3, frames[1].hex()),
         (None, 0x1234, 9, 4, frames[2].hex()),
     ]
     assert decoded.frames[0]["fields"] == POWER

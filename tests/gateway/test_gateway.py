@@ -26,7 +26,7 @@ from tests.gateway.broker import Mosquitto, Subscriber, free_port
 TGW = Path(sys.executable).parent / "tgw"
 GUARD = 30.0
 """Seconds after which a wait is a hang: only a guard, never a measure."""
-FAST = ["--interval", "motion=0.02", "--interval", "status=0.1", "--interval", "environment=0.1"]
+FAST = ["--interval", "motion=0.02", "--interval", "heartbeat=0.1", "--interval", "environment=0.1"]
 ENVELOPE_KEYS = {"type", "seq", "device", "message", "cmd", "time", "fields"}
 
 
@@ -302,7 +302,7 @@ def test_broker_restart_queue_drains_and_counts_add_up(
             time.sleep(0.05)
         frames = sum(
             metric(ws_port, "tgw_frames_total", device="node", message=name)
-            for name in ("identity", "status", "environment", "motion", "power", "event")
+            for name in ("identity", "heartbeat", "environment", "motion", "power", "event")
         )
         published = metric(ws_port, "tgw_mqtt_published_total")
         dropped = metric(ws_port, "tgw_mqtt_dropped_total", reason="queue_full")
@@ -312,20 +312,51 @@ def test_broker_restart_queue_drains_and_counts_add_up(
         assert 0 <= statuses <= 10  # gateway and device statuses, a few per connection
 
 
-def test_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
-    config = tmp_path / "gateway.toml"
-    config.write_text('[[sources]]\ntype = "usb"\ndevice = "x"\n', encoding="utf-8")
+STATUS_CATALOG = """name = "clash"
+[[messages]]
+cmd = 1
+name = "status"
+"""
+
+
+@pytest.mark.parametrize(
+    ("config", "line"),
+    [
+        (
+            '[[sources]]\ntype = "usb"\ndevice = "x"\n',
+            "sources[0].type: expected one of 'serial', 'tcp'",
+        ),
+        (
+            '[[sources]]\ntype = "tcp"\ndevice = "gateway"\nhost = "h"\nport = 1\n',
+            "sources[0].device: 'gateway' is reserved: <prefix>/gateway/status is the "
+            "gateway's own status topic",
+        ),
+        (
+            '[[sources]]\ntype = "tcp"\ndevice = "a"\nhost = "h"\nport = 1\n'
+            '[[sources]]\ntype = "tcp"\ndevice = "a"\nhost = "h"\nport = 2\n',
+            "sources[1].device: each device once, 'a' is taken",
+        ),
+        (
+            '[[sources]]\ntype = "tcp"\ndevice = "a"\nhost = "h"\nport = 1\ncatalog = "CATALOG"\n',
+            "sources[0].catalog: catalog 'clash' has a message called 'status', whose topic "
+            "would be the device's online status (<prefix>/a/status); rename the message",
+        ),
+        ("[mqtt]\nqos = 3\n", "mqtt.qos: input should be 0, 1 or 2, got 3"),
+        ("[websocket]\nslow_policy = 'wait'\n", "websocket.slow_policy: input should be"),
+    ],
+    ids=["bad-type", "reserved-device", "duplicate-device", "status-message", "qos", "policy"],
+)
+def test_bad_config_exits_2_with_one_line(tmp_path: Path, config: str, line: str) -> None:
+    catalog = tmp_path / "clash.toml"
+    catalog.write_text(STATUS_CATALOG, encoding="utf-8")
+    path = tmp_path / "gateway.toml"
+    path.write_text(config.replace("CATALOG", str(catalog)), encoding="utf-8")
     result = subprocess.run(
-        [str(TGW), "run", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        [str(TGW), "run", "-c", str(path)], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 2
-    assert (
-        result.stderr == f"tgw: error: {config}: sources[0].type: expected one of 'serial', 'tcp'\n"
-    )
+    [error] = result.stderr.splitlines()
+    assert error.startswith(f"tgw: error: {path}: {line}")
 
 
 @pytest.mark.parametrize("with_broker", [True, False], ids=["broker", "no-broker"])

@@ -32,10 +32,10 @@ DEFAULT_FIXTURES: list[tuple[str, str, str | None, dict[str, Any]]] = [
         {"temperature": 21.5, "humidity": 40.0, "pressure": 1013.2},
     ),
     (
-        "status, enum and bits",
+        "heartbeat, enum and bits",
         # uptime 5, state 1 = running, flags 0b11001 = charging + link_quality 3, resets 2
         "AA 55 01 08 00  05 00 00 00  01  19  02 00  29",
-        "status",
+        "heartbeat",
         {
             "uptime": 5,
             "state": "running",
