@@ -306,10 +306,9 @@ def test_broker_restart_queue_drains_and_counts_add_up(
         )
         published = metric(ws_port, "tgw_mqtt_published_total")
         dropped = metric(ws_port, "tgw_mqtt_dropped_total", reason="queue_full")
-        statuses = published - frames - dropped
         assert frames >= 50  # at least those that waited in the queue
         assert dropped == 0
-        assert 0 <= statuses <= 10  # gateway and device statuses, a few per connection
+        assert published == frames  # every decoded frame reached the broker, once
 
 
 STATUS_CATALOG = """name = "clash"
