@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from typing import Any
 
 from relay_ws import (
     BenchError,
@@ -62,16 +63,20 @@ async def run_clients(arguments: argparse.Namespace) -> None:
     say("READY", len(subscribers))
 
     async def report() -> None:
-        try:
-            async with asyncio.timeout(arguments.timeout):
-                await all_done.wait()
-        except TimeoutError:
+        finished = asyncio.create_task(all_done.wait())
+        lost = [subscriber.lost for subscriber in subscribers]
+        waiters: list[asyncio.Future[Any]] = [finished, *lost]
+        await asyncio.wait(waiters, timeout=arguments.timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not finished.done():
+            finished.cancel()
             got = sum(subscriber.received for subscriber in subscribers)
             complete = sum(1 for subscriber in subscribers if subscriber.reached_at is not None)
+            gone = sum(1 for future in lost if future.done())
+            why = f"{gone} connections closed by the server" if gone else "time ran out"
             say(
                 "ERROR",
-                f"after {arguments.timeout:g} s {complete} of {len(subscribers)} connections "
-                f"had all their bytes ({got} of {expected * len(subscribers)} in all)",
+                f"{why}: {complete} of {len(subscribers)} connections had all their bytes "
+                f"({got} of {expected * len(subscribers)} in all)",
             )
             return
         await asyncio.sleep(0.2)  # anything beyond the expected bytes would show now

@@ -24,7 +24,9 @@ __all__ = [
     "BenchError",
     "RawSubscriber",
     "accept_key",
+    "bytes_written",
     "cpu_seconds",
+    "cpu_times",
     "handshake_request",
     "masked_text_frame",
     "open_raw_subscribers",
@@ -145,7 +147,7 @@ class RawSubscriber(asyncio.BufferedProtocol):
         port: int,
         *,
         subscribe: bytes | None,
-        confirm: bytes = b'"subscribed"',
+        confirm: bytes = b'"type":"subscribed"',
         on_target: Callable[[RawSubscriber], None] | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
@@ -324,13 +326,28 @@ async def open_raw_subscribers(
 # Processes.
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds ``pid`` has used (``/proc/<pid>/stat``, clock ticks)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds ``pid`` has used (``/proc/<pid>/stat``, clock ticks)."""
     with open(f"/proc/{pid}/stat", "rb") as stat:
         data = stat.read()
     fields = data[data.rindex(b")") + 2 :].split()
     # Fields after the command: state (3), ppid (4), ... utime (14), stime (15).
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds ``pid`` has used."""
+    return sum(cpu_times(pid))
+
+
+def bytes_written(pid: int) -> int:
+    """Bytes ``pid`` has passed to write() and the like (``wchar`` of ``/proc/<pid>/io``)."""
+    with open(f"/proc/{pid}/io", "rb") as io:
+        for line in io:
+            name, _, value = line.partition(b":")
+            if name == b"wchar":
+                return int(value)
+    raise BenchError(f"no wchar in /proc/{pid}/io")
 
 
 def raise_open_file_limit(wanted: int) -> int:
