@@ -29,7 +29,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, NamedTuple
 
 import orjson
@@ -51,6 +51,10 @@ MAX_FILTERS = 100
 """Filters one subscriber may hold at once: memory stays bounded whatever it asks."""
 
 DROPPED_REASON = "slow_subscriber"
+
+
+def _nothing() -> None:
+    pass
 
 
 class Subscriber:
@@ -86,6 +90,8 @@ class Subscriber:
         self._dropped = 0
         self._pending_dropped = 0
         self._behind = 0
+        self.on_filters_changed: Callable[[], None] = _nothing
+        """Set by the hub: called when the filters change, so that it re-routes topics."""
 
     # Filters.
 
@@ -102,11 +108,13 @@ class Subscriber:
             raise ValueError(f"{total} filters, expected at most {self.max_filters}")
         for pattern, topic_filter in added.items():
             self._filters.setdefault(pattern, topic_filter)
+        self.on_filters_changed()
 
     def unsubscribe(self, filters: Iterable[str]) -> None:
         """Remove ``filters``; those not held are ignored."""
         for pattern in filters:
             self._filters.pop(pattern, None)
+        self.on_filters_changed()
 
     def matches(self, topic: str) -> bool:
         """True if one of the filters matches ``topic``."""
@@ -164,6 +172,19 @@ class Subscriber:
             logger.info("%s lost %d messages, telling it", self.name, count)
             return 0, orjson.dumps({"type": "dropped", "count": count})
         return self._buffer.popleft()
+
+    async def take(self, limit: int) -> list[tuple[int, bytes]]:
+        """Wait for something to send; return up to ``limit`` items, oldest first.
+
+        Like :meth:`next`, but empties the buffer in one go, so that the sender can
+        write a burst of messages with one system call. A dropped notice comes first.
+        """
+        first = await self.next()
+        batch = [first]
+        buffer = self._buffer
+        while buffer and len(batch) < limit:
+            batch.append(buffer.popleft())
+        return batch
 
     async def wait_overflowed(self) -> int:
         """Wait until the buffer overflows under policy ``"disconnect"``; return :attr:`behind`.
@@ -232,6 +253,7 @@ class Hub:
         self._metrics = metrics
         self._history: deque[HistoryEntry] = deque(maxlen=history)
         self._subscribers: set[Subscriber] = set()
+        self._routes: dict[str, tuple[Subscriber, ...]] = {}
         self._statuses: dict[str, dict[str, Any]] = {}
         self._seq = 0
 
@@ -253,10 +275,27 @@ class Hub:
     def add(self, subscriber: Subscriber) -> None:
         """Register ``subscriber``: from now on it is offered what matches its filters."""
         self._subscribers.add(subscriber)
+        subscriber.on_filters_changed = self._routes.clear
+        self._routes.clear()
 
     def remove(self, subscriber: Subscriber) -> None:
         """Unregister ``subscriber`` (if it is registered)."""
         self._subscribers.discard(subscriber)
+        subscriber.on_filters_changed = _nothing
+        self._routes.clear()
+
+    def _route(self, topic: str) -> tuple[Subscriber, ...]:
+        """The subscribers whose filters match ``topic``, worked out once per topic.
+
+        Topics are few (devices times messages) and filters change rarely: the routes are
+        forgotten whenever a subscriber comes, goes or changes its filters.
+        """
+        route = self._routes.get(topic)
+        if route is None:
+            levels = split_topic(topic)
+            route = tuple(s for s in self._subscribers if s.matches_levels(levels))
+            self._routes[topic] = route
+        return route
 
     def publish(self, envelope: Envelope) -> Published:
         """Number ``envelope``, keep it in the history, offer it to matching subscribers.
@@ -270,14 +309,12 @@ class Hub:
         topic = envelope.topic
         payload = envelope.to_json()
         self._history.append((seq, topic, payload))
-        levels = split_topic(topic)
         sent = dropped = 0
-        for subscriber in self._subscribers:
-            if subscriber.matches_levels(levels):
-                if subscriber.offer(seq, payload):
-                    sent += 1
-                else:
-                    dropped += 1
+        for subscriber in self._route(topic):
+            if subscriber.offer(seq, payload):
+                sent += 1
+            else:
+                dropped += 1
         self._count(sent, dropped)
         return Published(envelope, payload)
 

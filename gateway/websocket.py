@@ -102,6 +102,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from gateway.config import WebSocketConfig
 from gateway.hub import Hub, Subscriber
@@ -118,6 +119,10 @@ HARD_SIZE_FLOOR = 2**20
 
 INCOMING_QUEUE = 16
 """Incoming frames the websockets library buffers per connection before it stops reading."""
+
+
+SEND_BATCH = 256
+"""Messages a sender writes to its socket in one go, at most."""
 
 
 def hard_size_limit(max_message_size: int) -> int:
@@ -392,11 +397,12 @@ class WebSocketServer:
         subscriber = client.subscriber
         try:
             while True:
-                seq, payload = await subscriber.next()
+                batch = await subscriber.take(SEND_BATCH)
                 async with client.lock:
-                    if seq and seq <= client.replayed_through:
-                        continue
-                    await client.connection.send(payload, text=True)
+                    through = client.replayed_through
+                    payloads = [payload for seq, payload in batch if not 0 < seq <= through]
+                    if payloads:
+                        await _send_texts(client.connection, payloads)
         except ConnectionClosed:
             return
 
@@ -565,6 +571,25 @@ class WebSocketServer:
 
 
 # Helpers.
+
+
+async def _send_texts(connection: ServerConnection, payloads: list[bytes]) -> None:
+    """Send ``payloads`` as text frames with one write, then wait while the client lags.
+
+    This is how ``websockets.broadcast`` writes (``protocol.send_text`` then
+    ``send_data``), for a burst of messages at once; ``drain`` then holds the sender
+    while the socket's buffer is over its high-water mark, so that a slow client's
+    backlog stays in its bounded subscriber buffer. When the connection is not open,
+    ``send`` raises the right ``ConnectionClosed``.
+    """
+    if connection.protocol.state is not State.OPEN or connection.send_in_progress is not None:
+        for payload in payloads:
+            await connection.send(payload, text=True)
+        return
+    for payload in payloads:
+        connection.protocol.send_text(payload)
+    connection.send_data()
+    await connection.drain()
 
 
 def _reply(request: dict[str, Any], **record: Any) -> dict[str, Any]:
