@@ -92,6 +92,11 @@ class Subscriber:
         self._behind = 0
         self.on_filters_changed: Callable[[], None] = _nothing
         """Set by the hub: called when the filters change, so that it re-routes topics."""
+        self.write_now: Callable[[int, bytes], bool] | None = None
+        """Set by the connection: writes ``(seq, payload)`` at once if it can, and says so.
+
+        The hub then skips the buffer (and the sender's wake-up) while the client keeps
+        up; it is never called while anything is buffered, so the order holds."""
 
     # Filters.
 
@@ -137,6 +142,13 @@ class Subscriber:
             self._behind += 1
             return False
         buffer = self._buffer
+        if (
+            not buffer
+            and not self._pending_dropped
+            and self.write_now is not None
+            and self.write_now(seq, payload)
+        ):
+            return True
         if len(buffer) < self.queue_size:
             buffer.append((seq, payload))
             self._ready.set()
@@ -271,6 +283,11 @@ class Hub:
     def subscribers(self) -> int:
         """How many subscribers are registered."""
         return len(self._subscribers)
+
+    @property
+    def buffered(self) -> int:
+        """Messages waiting in all subscribers' buffers (their clients are behind)."""
+        return sum(subscriber.buffered for subscriber in self._subscribers)
 
     def add(self, subscriber: Subscriber) -> None:
         """Register ``subscriber``: from now on it is offered what matches its filters."""

@@ -83,8 +83,10 @@ over the hard limit (:func:`hard_size_limit`); keepalive pings (``ping_interval`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import enum
+import functools
 import hmac
 import http
 import logging
@@ -363,6 +365,7 @@ class WebSocketServer:
         try:
             greeting = {**self._hello(), "seq": self._hub.last_seq}
             await connection.send(orjson.dumps(greeting, default=json_default), text=True)
+            subscriber.write_now = functools.partial(_write_now, client)
             async with asyncio.TaskGroup() as group:
                 receiver = group.create_task(self._receive(client), name=f"ws-receive {peer}")
                 others = [group.create_task(self._send(client), name=f"ws-send {peer}")]
@@ -571,6 +574,32 @@ class WebSocketServer:
 
 
 # Helpers.
+
+
+def _write_now(client: _Client, seq: int, payload: bytes) -> bool:
+    """Write ``payload`` at once, as ``websockets.broadcast`` does, if nothing is before it.
+
+    Return False, so that the hub buffers it for the sender instead, when the sender
+    holds the connection (a replay, a reply), the socket is backed up, or the
+    connection is not open.
+    """
+    connection = client.connection
+    if (
+        client.lock.locked()
+        or connection.protocol.state is not State.OPEN
+        or connection.paused
+        or connection.send_in_progress is not None
+    ):
+        return False
+    if 0 < seq <= client.replayed_through:
+        return True
+    try:
+        connection.protocol.send_text(payload)
+    except Exception:
+        return False
+    with contextlib.suppress(Exception):  # a failing socket: its handler learns of it
+        connection.send_data()
+    return True
 
 
 async def _send_texts(connection: ServerConnection, payloads: list[bytes]) -> None:

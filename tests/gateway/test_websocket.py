@@ -27,7 +27,7 @@ from gateway.config import WebSocketConfig
 from gateway.envelope import Envelope
 from gateway.hub import Hub
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from gateway.websocket import TokenBucket, WebSocketServer, hard_size_limit
+from gateway.websocket import SEND_BATCH, TokenBucket, WebSocketServer, hard_size_limit
 from protocol.errors import GatewayError
 from protocol.events import Frame
 
@@ -416,8 +416,11 @@ def test_subscribe_with_since_while_messages_are_queued_replays_each_once() -> N
             websocket = await client(gateway, max_queue=1)
             await subscribe(websocket, "#")
             last = 0
-            for _ in range(300):
+            # Live messages go straight to the socket while it takes them: publish until
+            # the kernel's buffers are full and the hub has to queue some.
+            while gateway.hub.buffered < SEND_BATCH + 50:  # more than one batch of the sender
                 last = gateway.publish(blob=blob)
+                assert last < 10_000, "the server never had to queue"
             await websocket.send(
                 orjson.dumps({"type": "subscribe", "filters": ["#"], "since": 0}).decode()
             )
