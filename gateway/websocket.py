@@ -220,6 +220,8 @@ class _Client:
     that follow it go out in order."""
     replayed_through: int = 0
     """Live messages numbered up to this were sent by a replay: the sender skips them."""
+    unflushed: int = 0
+    """Frames :func:`_write_now` made this loop turn, waiting in the protocol for the flush."""
 
 
 class WebSocketServer:
@@ -577,7 +579,8 @@ class WebSocketServer:
 
 
 def _write_now(client: _Client, seq: int, payload: bytes) -> bool:
-    """Write ``payload`` at once, as ``websockets.broadcast`` does, if nothing is before it.
+    """Frame ``payload`` at once, as ``websockets.broadcast`` does, if nothing is before it;
+    it is written, with whatever else this loop turn frames, when the turn ends.
 
     Return False, so that the hub buffers it for the sender instead, when the sender
     holds the connection (a replay, a reply), the socket is backed up, or the
@@ -585,7 +588,8 @@ def _write_now(client: _Client, seq: int, payload: bytes) -> bool:
     """
     connection = client.connection
     if (
-        client.lock.locked()
+        client.unflushed >= SEND_BATCH  # a burst: the rest waits in the bounded buffer
+        or client.lock.locked()
         or connection.protocol.state is not State.OPEN
         or connection.paused
         or connection.send_in_progress is not None
@@ -597,9 +601,34 @@ def _write_now(client: _Client, seq: int, payload: bytes) -> bool:
         connection.protocol.send_text(payload)
     except Exception:
         return False
-    with contextlib.suppress(Exception):  # a failing socket: its handler learns of it
-        connection.send_data()
+    if not client.unflushed:  # one write per connection for a burst of messages
+        asyncio.get_running_loop().call_soon(_flush, client)
+    client.unflushed += 1
     return True
+
+
+def _flush(client: _Client) -> None:
+    """Write what :func:`_write_now` framed since the last flush."""
+    client.unflushed = 0
+    with contextlib.suppress(Exception):  # a failing socket: its handler learns of it
+        _write_out(client.connection)
+
+
+def _write_out(connection: ServerConnection) -> None:
+    """Write the frames the protocol holds in one ``transport.write``.
+
+    ``connection.send_data()`` writes them one by one: a system call per frame while
+    the socket takes them, where one call does for a whole burst.
+    """
+    chunks = connection.protocol.data_to_send()
+    data = b"".join(chunks)
+    if data:
+        connection.transport.write(data)
+    if not all(chunks):  # an empty chunk: the protocol closed, half-close as websockets does
+        if connection.transport.can_write_eof():
+            connection.transport.write_eof()
+        else:
+            connection.transport.close()
 
 
 async def _send_texts(connection: ServerConnection, payloads: list[bytes]) -> None:
@@ -617,7 +646,7 @@ async def _send_texts(connection: ServerConnection, payloads: list[bytes]) -> No
         return
     for payload in payloads:
         connection.protocol.send_text(payload)
-    connection.send_data()
+    _write_out(connection)
     await connection.drain()
 
 
