@@ -7,7 +7,9 @@ from collections.abc import Sequence
 
 from gateway import __version__
 from gateway.arguments import EXIT_USAGE, OneLineParser
+from gateway.check_command import add_check_command
 from gateway.decode_command import add_decode_command
+from gateway.replay_command import add_replay_command
 from gateway.run_command import add_demo_command, add_run_command
 from protocol.errors import GatewayError
 
@@ -26,6 +28,8 @@ def build_parser() -> OneLineParser:
     add_decode_command(commands)
     add_run_command(commands)
     add_demo_command(commands)
+    add_replay_command(commands)
+    add_check_command(commands)
     return parser
 
 

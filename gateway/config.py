@@ -17,9 +17,11 @@ from protocol.errors import ConfigError, os_error_reason
 from protocol.model import ConfigDocument, InvalidKeyError, StrictModel, first_duplicate
 
 __all__ = [
+    "CaptureConfig",
     "GatewayConfig",
     "LoggingConfig",
     "MqttConfig",
+    "ReplaySourceConfig",
     "SerialSourceConfig",
     "SourceConfig",
     "TcpSourceConfig",
@@ -74,7 +76,21 @@ class TcpSourceConfig(_Source):
     port: Port
 
 
-SourceConfig = Annotated[SerialSourceConfig | TcpSourceConfig, Field(discriminator="type")]
+class ReplaySourceConfig(_Source):
+    """Captures or dumps played back as if the device sent them (``tgw replay``).
+
+    ``speed`` 1 keeps the captured pace, 10 plays ten times faster, None as fast as the
+    outputs take it. Raw and hex dumps have no times: they always play as fast as that.
+    """
+
+    type: Literal["replay"] = "replay"
+    paths: Annotated[tuple[str, ...], Field(min_length=1)]
+    speed: Annotated[float, Field(gt=0)] | None = 1.0
+
+
+SourceConfig = Annotated[
+    SerialSourceConfig | TcpSourceConfig | ReplaySourceConfig, Field(discriminator="type")
+]
 
 
 class WebSocketConfig(StrictModel):
@@ -125,6 +141,23 @@ class MqttConfig(StrictModel):
     reconnect_max: Seconds = 30.0
 
 
+class CaptureConfig(StrictModel):
+    """Recording every byte the sources read into rotated capture files."""
+
+    directory: str | None = None
+    """Where capture files go; None: capture is off."""
+    devices: tuple[str, ...] = ()
+    """The devices to capture; empty: all of them."""
+    max_file_size: Annotated[int, Field(ge=4096)] = 64 * 1024 * 1024
+    """A file that would grow beyond this many bytes is closed, and the next part opened."""
+    max_files: Annotated[int, Field(ge=1)] = 10
+    """Files kept per device; the oldest is deleted when a new one would exceed this."""
+    buffer_size: Annotated[int, Field(ge=4096)] = 8 * 1024 * 1024
+    """Bytes waiting for a slow disk; what does not fit is not captured (counted, logged)."""
+    retry_interval: Seconds = 10.0
+    """Seconds between attempts to resume a capture the disk refused."""
+
+
 class LoggingConfig(StrictModel):
     """Logs go to stderr."""
 
@@ -138,6 +171,7 @@ class GatewayConfig(ConfigDocument):
     sources: tuple[SourceConfig, ...] = ()
     websocket: WebSocketConfig = WebSocketConfig()
     mqtt: MqttConfig = MqttConfig()
+    capture: CaptureConfig = CaptureConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
@@ -154,7 +188,18 @@ class GatewayConfig(ConfigDocument):
             raise InvalidKeyError(
                 ("sources", duplicate, "device"), f"each device once, {names[duplicate]!r} is taken"
             )
+        for index, device in enumerate(self.capture.devices):
+            if device not in names:
+                raise InvalidKeyError(
+                    ("capture", "devices", index),
+                    f"no source has device {device!r} (devices: {', '.join(names) or 'none'})",
+                )
         return self
+
+    def captures(self, device: str) -> bool:
+        """Whether ``device``'s bytes are to be recorded."""
+        capture = self.capture
+        return capture.directory is not None and (not capture.devices or device in capture.devices)
 
 
 def load_config(path: str | Path) -> GatewayConfig:

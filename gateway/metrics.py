@@ -97,6 +97,28 @@ class GatewayMetrics:
             registry=registry,
         )
 
+        self.capture_bytes = Counter(
+            "tgw_capture_bytes", "Bytes written to capture files", ["device"], registry=registry
+        )
+        self.capture_lost_bytes = Counter(
+            "tgw_capture_lost_bytes",
+            "Bytes read but not captured",
+            ["device", "reason"],
+            registry=registry,
+        )
+        self.capture_suspended = Gauge(
+            "tgw_capture_suspended",
+            "1 while the disk refuses a device's capture",
+            ["device"],
+            registry=registry,
+        )
+        self.capture_errors = Counter(
+            "tgw_capture_errors", "Capture writes that failed", ["device"], registry=registry
+        )
+        self.capture_files = Counter(
+            "tgw_capture_files", "Capture files opened", ["device"], registry=registry
+        )
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)

@@ -11,8 +11,16 @@ from protocol.events import DecoderStatistics, Event, Frame, StreamError
 __all__ = ["dumps", "event_record", "json_default", "statistics_record"]
 
 
-def event_record(event: Event) -> dict[str, Any]:
-    """Return ``event`` as a plain dict, ``{"type": "frame" or "error", ...}``."""
+def event_record(event: Event, time: float | None = None) -> dict[str, Any]:
+    """Return ``event`` as a plain dict, ``{"type": "frame" or "error", ...}``, with
+    ``"time"`` (when its bytes were read) last if it is known."""
+    record = _event_record(event)
+    if time is not None:
+        record["time"] = time
+    return record
+
+
+def _event_record(event: Event) -> dict[str, Any]:
     match event:
         case Frame():
             record: dict[str, Any] = {

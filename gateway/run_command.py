@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 import tempfile
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from gateway.runtime import Gateway
 from protocol.errors import GatewayError
 from protocol.schema import load_schema
 
-__all__ = ["add_demo_command", "add_run_command"]
+__all__ = ["add_demo_command", "add_run_command", "serve"]
 
 logger = logging.getLogger("gateway")
 
@@ -45,6 +46,12 @@ def add_run_command(commands: Any) -> None:
         "commented examples in configs/gateway/.",
     )
     parser.add_argument("-c", "--config", required=True, type=Path, help="gateway TOML file")
+    parser.add_argument(
+        "--capture",
+        metavar="DIR",
+        help="record every byte the sources read into capture files in DIR (all devices, "
+        "unless the config's [capture] devices says which); overrides [capture] directory",
+    )
     parser.set_defaults(run=run_gateway)
 
 
@@ -70,8 +77,14 @@ def add_demo_command(commands: Any) -> None:
     parser.set_defaults(run=run_demo)
 
 
-async def _serve(gateway: Gateway, *extra: Any) -> None:
-    stop = asyncio.Event()
+async def serve(
+    gateway: Gateway,
+    *extra: tuple[str, Coroutine[Any, Any, object]],
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run ``gateway`` until SIGINT, SIGTERM or ``stop``, with ``extra`` (name, coroutine)
+    tasks that live as long as it does."""
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
@@ -85,8 +98,11 @@ async def _serve(gateway: Gateway, *extra: Any) -> None:
 def run_gateway(arguments: argparse.Namespace) -> int:
     """``tgw run``: load, validate, run."""
     config = load_config(arguments.config)
+    if arguments.capture is not None:
+        capture = config.capture.model_copy(update={"directory": arguments.capture})
+        config = config.model_copy(update={"capture": capture})
     configure_logging(config.logging)
-    asyncio.run(_serve(Gateway(config)))
+    asyncio.run(serve(Gateway(config)))
     return 0
 
 
@@ -134,4 +150,4 @@ async def _demo(config: GatewayConfig, link: Path) -> None:
         TruthWriter(None),
         announce=lambda where: logger.info("simulated device on %s", where),
     )
-    await _serve(Gateway(config), ("simulator", simulator.run()))
+    await serve(Gateway(config), ("simulator", simulator.run()))

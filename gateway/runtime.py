@@ -12,13 +12,16 @@ import logging
 from typing import Any
 
 from gateway import __version__
-from gateway.config import GatewayConfig
+from gateway.capture import CaptureWriter
+from gateway.config import GatewayConfig, ReplaySourceConfig, SourceConfig
 from gateway.envelope import Envelope
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import MqttPublisher
+from gateway.replay import ReplaySource
 from gateway.sources import Source, make_source
 from gateway.websocket import WebSocketServer
+from protocol.capture import CaptureHeader
 from protocol.catalog import Direction
 from protocol.encoder import FrameEncoder
 from protocol.errors import ConfigError, EncodeError, GatewayError
@@ -34,6 +37,9 @@ DEVICE_STATUS_TOPIC = "status"
 
 COMMAND_WRITE_SECONDS = 5.0
 """How long a command may wait for the device's link (a stuck flow control) before failing."""
+
+ROOM_POLL_SECONDS = 0.05
+"""How often a replay that waits for MQTT's queue to drain looks again."""
 
 SHUTDOWN_FLUSH_SECONDS = 5.0
 """How long a shutdown waits for MQTT to take what is queued."""
@@ -67,9 +73,23 @@ class Gateway:
                     f"{DEVICE_STATUS_TOPIC!r}, whose topic would be the device's online status "
                     f"(<prefix>/{source_config.device}/{DEVICE_STATUS_TOPIC}); rename the message",
                 )
-            self.sources[source_config.device] = make_source(
+            source = self.sources[source_config.device] = _make_source(
                 source_config, schema, self.metrics, self
             )
+            if isinstance(source, ReplaySource):
+                source.room = self.room_for_more
+            elif config.captures(source.device):
+                source.capture = CaptureWriter(
+                    config.capture,
+                    CaptureHeader(
+                        source=source.device,
+                        profile=source_config.profile,
+                        catalog=source_config.catalog,
+                        kind=source.kind,
+                        where=source.where,
+                    ),
+                    self.metrics,
+                )
             self._encoders[source_config.device] = FrameEncoder(schema)
             self.metrics.device_online.labels(source_config.device).set(0)
         self.mqtt = MqttPublisher(config.mqtt, self.metrics) if config.mqtt.enabled else None
@@ -100,6 +120,20 @@ class Gateway:
         self.hub.publish_status(device, online, reason)
         if self.mqtt is not None:
             self.mqtt.set_device_status(device, online)
+
+    async def room_for_more(self) -> None:
+        """Wait while MQTT's queue is more than half full (a replay as fast as possible)."""
+        mqtt = self.mqtt
+        if mqtt is None:
+            await asyncio.sleep(0)
+            return
+        capacity = self.config.mqtt.queue_size
+        if len(mqtt.outbox) <= capacity // 2:
+            await asyncio.sleep(0)
+            return
+        logger.debug("replay waits for MQTT: %d messages queued", len(mqtt.outbox))
+        while len(mqtt.outbox) > capacity // 4:
+            await asyncio.sleep(ROOM_POLL_SECONDS)
 
     # The WebSocket server's command sink.
 
@@ -206,6 +240,9 @@ class Gateway:
         async with asyncio.TaskGroup() as tasks:
             if self.websocket is not None:
                 await self.websocket.start()
+            captures = [source.capture for source in self.sources.values() if source.capture]
+            for capture in captures:
+                capture.start()
             readers = [
                 tasks.create_task(source.run(), name=f"source {device}")
                 for device, source in self.sources.items()
@@ -226,6 +263,8 @@ class Gateway:
             for reader in readers:  # each reports its device offline as it stops
                 reader.cancel()
             await asyncio.wait(readers)
+            for capture in captures:
+                await capture.close()
             if self.mqtt is not None:
                 await self.mqtt.close(timeout=SHUTDOWN_FLUSH_SECONDS)
             if self.websocket is not None:
@@ -233,3 +272,14 @@ class Gateway:
             if publisher is not None:
                 publisher.cancel()
         logger.info("gateway stopped")
+
+
+def _make_source(
+    config: SourceConfig,
+    schema: Schema,
+    metrics: GatewayMetrics,
+    sink: Gateway,
+) -> Source:
+    if isinstance(config, ReplaySourceConfig):
+        return ReplaySource(config, schema, metrics, sink)
+    return make_source(config, schema, metrics, sink)

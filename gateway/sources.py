@@ -38,7 +38,8 @@ import serial
 import serial_asyncio_fast
 
 from gateway.backoff import backoff
-from gateway.config import SerialSourceConfig, TcpSourceConfig
+from gateway.capture import CaptureWriter
+from gateway.config import ReplaySourceConfig, SerialSourceConfig, TcpSourceConfig
 from gateway.envelope import UNKNOWN_MESSAGE, Envelope
 from gateway.metrics import GatewayMetrics
 from gateway.records import statistics_record
@@ -114,12 +115,12 @@ class Source(abc.ABC):
     """
 
     kind: ClassVar[str]
-    """``serial`` or ``tcp``, as in the configuration."""
-    config: SerialSourceConfig | TcpSourceConfig
+    """``serial``, ``tcp`` or ``replay``, as in the configuration."""
+    config: SerialSourceConfig | TcpSourceConfig | ReplaySourceConfig
 
     def __init__(
         self,
-        config: SerialSourceConfig | TcpSourceConfig,
+        config: SerialSourceConfig | TcpSourceConfig | ReplaySourceConfig,
         schema: Schema,
         metrics: GatewayMetrics,
         sink: SourceSink,
@@ -143,6 +144,8 @@ class Source(abc.ABC):
         self._reconnects = 0
         self._last_error: str | None = None
         self._running = False
+        self.capture: CaptureWriter | None = None
+        """Set by the gateway when the device's bytes are recorded: every read goes to it."""
 
     @property
     def device(self) -> str:
@@ -192,9 +195,12 @@ class Source(abc.ABC):
                     await asyncio.sleep(delay)
                     continue
                 self._connected(writer, failed)
+                problem = STOPPED
                 try:
                     problem = await self._read(reader)
                 finally:
+                    if self.capture is not None:
+                        self.capture.closed(problem)
                     await self._close(writer)
                 if self._fresh_link:  # open, but not one frame: the outage goes on
                     failed += 1
@@ -238,6 +244,7 @@ class Source(abc.ABC):
             "reconnects": self._reconnects,
             "last_error": self._last_error,
             "decoder": statistics_record(self._decoder.statistics()),
+            "capture": self.capture.state() if self.capture is not None else None,
         }
 
     @abc.abstractmethod
@@ -279,6 +286,8 @@ class Source(abc.ABC):
     def _connected(self, writer: asyncio.StreamWriter, failures: int) -> None:
         self._writer = writer
         self._fresh_link = True
+        if self.capture is not None:
+            self.capture.opened(self.where)
         if failures:
             attempts = "attempt" if failures == 1 else "attempts"
             logger.info(
@@ -306,8 +315,11 @@ class Source(abc.ABC):
         """Feed the decoder until the link ends; push ``silence`` back after every frame."""
         loop = asyncio.get_running_loop()
         timeout = self.config.silence_timeout
+        capture = self.capture
         try:
             while chunk := await reader.read(READ_SIZE):
+                if capture is not None:
+                    capture.data(chunk)
                 self._bytes_read.inc(len(chunk))
                 if self._deliver(self._decoder.feed(chunk)):
                     silence.reschedule(loop.time() + timeout)

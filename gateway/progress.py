@@ -1,0 +1,79 @@
+"""Progress bars for long decodes, replays and checks: on a terminal only.
+
+:func:`progress` returns a :class:`Progress` that draws a bar on stderr (bytes done of
+the total, bytes and frames per second) when stderr is a terminal, and does nothing at
+all otherwise, so CI logs hold only results. Call :meth:`Progress.update` as work is
+done and close it (it is a context manager) before printing results.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from types import TracebackType
+
+from tqdm import tqdm
+
+__all__ = ["Progress", "progress"]
+
+REFRESH_SECONDS = 0.2
+
+
+class Progress:
+    """A byte-counting bar with a frames-per-second figure, or nothing off a terminal."""
+
+    def __init__(self, description: str, total: int | None, *, enabled: bool) -> None:
+        self._bar = (
+            tqdm(
+                total=total,
+                desc=description,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                file=sys.stderr,
+                mininterval=REFRESH_SECONDS,
+                leave=False,
+                dynamic_ncols=True,
+            )
+            if enabled
+            else None
+        )
+        self._bytes = 0
+        self._frames = 0
+        self._started = time.monotonic()
+        self._shown = 0.0
+
+    def update(self, done_bytes: int, frames: int) -> None:
+        """Say how many bytes are done in all (not since the last call) and frames decoded."""
+        bar = self._bar
+        if bar is None:
+            return
+        bar.update(done_bytes - self._bytes)
+        self._bytes, self._frames = done_bytes, frames
+        now = time.monotonic()
+        if now - self._shown >= REFRESH_SECONDS:
+            self._shown = now
+            rate = frames / max(now - self._started, 1e-9)
+            bar.set_postfix_str(f"{frames:,} frames, {rate:,.0f} frames/s", refresh=False)
+
+    def close(self) -> None:
+        """Erase the bar."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def progress(description: str, total: int | None) -> Progress:
+    """A bar for ``description`` when stderr is a terminal; a silent stand-in otherwise."""
+    return Progress(description, total, enabled=sys.stderr is not None and sys.stderr.isatty())

@@ -1,0 +1,295 @@
+"""`tgw decode` and `tgw check` on every input form; `check` against golden files, its
+thresholds and its JUnit report; progress bars on a terminal only."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+from typing import Any
+
+import pytest
+import xmlschema
+
+from protocol.capture import CaptureHeader, RecordKind, file_header, record
+from tests.fwsim.helpers import read_until_hangup, run
+
+DATA = Path(__file__).parent / "data"
+TGW = Path(sys.executable).parent / "tgw"
+UNKNOWN_FRAME = bytes.fromhex("aa557e0000") + bytes([(0xAA + 0x55 + 0x7E) % 256])
+"""A valid frame of command 0x7e, which the default catalog does not know."""
+
+
+def frames_of(stdout: str) -> list[dict[str, Any]]:
+    """The decoded records, without receive times (captures have them, dumps do not)."""
+    records = [json.loads(line) for line in stdout.splitlines()]
+    for item in records:
+        item.pop("time", None)
+    return records
+
+
+def xxd(data: bytes) -> str:
+    """``xxd`` output: offset, eight groups of two bytes, the ASCII column."""
+    lines = []
+    for start in range(0, len(data), 16):
+        row = data[start : start + 16]
+        groups = " ".join(row[i : i + 2].hex() for i in range(0, len(row), 2))
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in row)
+        lines.append(f"{start:08x}: {groups:<39}  {text}")
+    return "\n".join(lines) + "\n"
+
+
+def hexdump_c(data: bytes) -> str:
+    """``hexdump -C`` output (without squeezing), the final offset on the last line."""
+    lines = []
+    for start in range(0, len(data), 16):
+        row = data[start : start + 16]
+        left = " ".join(f"{b:02x}" for b in row[:8])
+        right = " ".join(f"{b:02x}" for b in row[8:])
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in row)
+        lines.append(f"{start:08x}  {left:<23}  {right:<23}  |{text}|")
+    lines.append(f"{len(data):08x}")
+    return "\n".join(lines) + "\n"
+
+
+def terminal(data: bytes) -> str:
+    """What a serial terminal's hex view prints: bytes in upper case, 16 a line."""
+    return "\n".join(
+        " ".join(f"{b:02X}" for b in data[start : start + 16]) for start in range(0, len(data), 16)
+    )
+
+
+def capture(data: bytes, pieces: int = 7) -> bytes:
+    """``data`` as a capture file read in ``pieces`` chunks, with link events around it."""
+    header = CaptureHeader(source="node-1", profile="default", catalog="default")
+    step = max(1, len(data) // pieces)
+    chunks = [data[start : start + step] for start in range(0, len(data), step)]
+    return (
+        file_header(header)
+        + record(RecordKind.OPENED, 1, "/dev/ttyUSB0")
+        + b"".join(record(RecordKind.DATA, 2 + i, chunk) for i, chunk in enumerate(chunks))
+        + record(RecordKind.CLOSED, 99, "hung up")
+    )
+
+
+@pytest.fixture(scope="module")
+def dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A raw dump from fwsim: 300 frames, noise before some."""
+    path = tmp_path_factory.mktemp("dumps") / "boot.bin"
+    run("fwsim", "--output", path, "--count", "300", "--seed", "4", "--noise", "0.05")
+    return path
+
+
+def test_every_input_form_decodes_to_the_same_records(dump: Path, tmp_path: Path) -> None:
+    data = dump.read_bytes()
+    forms = {
+        "raw.bin": data,
+        "dump.tgwcap": capture(data),
+        "xxd.txt": xxd(data).encode(),
+        "hexdump.txt": hexdump_c(data).encode(),
+        "terminal.txt": terminal(data).encode(),
+    }
+    outputs = {}
+    for name, content in forms.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        result = run("tgw", "decode", path)
+        outputs[name] = frames_of(result.stdout)
+        assert f"{len(data)} bytes" in result.stderr, (name, result.stderr)
+    expected = outputs.pop("raw.bin")
+    assert sum(1 for r in expected if r["type"] == "frame") >= 300
+    assert any(r["type"] == "error" for r in expected)  # the noise
+    for name, records in outputs.items():
+        assert records == expected, name
+
+
+def test_a_capture_gives_receive_times_and_its_schema(dump: Path, tmp_path: Path) -> None:
+    path = tmp_path / "c.tgwcap"
+    path.write_bytes(capture(dump.read_bytes()))
+    records = [json.loads(line) for line in run("tgw", "decode", path).stdout.splitlines()]
+    assert all(isinstance(r["time"], float) for r in records)
+
+
+def test_a_truncated_capture_decodes_what_precedes_and_says_so(dump: Path, tmp_path: Path) -> None:
+    whole = capture(dump.read_bytes())
+    path = tmp_path / "cut.tgwcap"
+    path.write_bytes(whole[:-25])  # inside the last data record
+    result = run("tgw", "decode", path)
+    assert "truncated at byte" in result.stderr
+    assert "the last record is incomplete" in result.stderr
+    assert len(frames_of(result.stdout)) > 250
+    path.write_bytes(whole[:30])  # inside the header
+    result = run("tgw", "decode", path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"tgw: error: {path}: truncated: the capture ends inside its header (30 bytes); "
+        "nothing to read"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"TGWCAP\n\x01\x00", "not a tgw capture: it does not begin with"),
+        (b"AA 55 12 05\nAA 55 1\n", "not readable as hex text: line 2"),
+        (
+            b"TGWCAP\r\n\x01\x00\x02\x00\x00\x00{}\x09" + bytes(12),
+            "header: 'source': expected a non-empty string",
+        ),
+    ],
+)
+def test_a_wrong_file_is_one_line_and_exit_2(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad"
+    path.write_bytes(content)
+    for command in (["decode"], ["check"], ["replay", "--fast", "--port", "0"]):
+        result = run("tgw", *command, path, check=False)
+        assert result.returncode == 2, (command, result.stderr)
+        assert message in result.stderr, (command, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+# tgw check
+
+
+def check(*arguments: str | Path) -> subprocess.CompletedProcess[str]:
+    return run("tgw", "check", *arguments, check=False)
+
+
+def golden_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def write_golden(path: Path, lines: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+
+
+@pytest.fixture
+def golden(dump: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "golden.jsonl"
+    result = check(dump, "--golden", path, "--update-golden")
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def test_update_golden_writes_the_records_without_times_and_check_passes(
+    dump: Path, golden: Path, tmp_path: Path
+) -> None:
+    lines = golden_lines(golden)
+    assert {line["dump"] for line in lines} == {str(dump)}
+    assert all("time" not in line for line in lines)
+    assert [{k: v for k, v in line.items() if k != "dump"} for line in lines] == frames_of(
+        run("tgw", "decode", dump).stdout
+    )
+    result = check(dump, "--golden", golden)
+    assert result.returncode == 0, result.stdout
+    assert f"PASS  {dump}" in result.stdout
+    # A capture of the same bytes passes the same golden records: times are not compared.
+    other = tmp_path / "boot.tgwcap"
+    other.write_bytes(capture(dump.read_bytes()))
+    lines_for_capture = [{**line, "dump": str(other)} for line in lines]
+    write_golden(golden, lines + lines_for_capture)
+    assert check(dump, other, "--golden", golden).returncode == 0
+
+
+def test_a_changed_field_is_named_with_expected_and_got(dump: Path, golden: Path) -> None:
+    lines = golden_lines(golden)
+    index, line = next((i, x) for i, x in enumerate(lines) if x.get("message") == "environment")
+    got = line["fields"]["temperature"]
+    line["fields"]["temperature"] = got + 1
+    write_golden(golden, lines)
+    frame_number = sum(1 for x in lines[: index + 1] if x["type"] == "frame")
+    result = check(dump, "--golden", golden)
+    assert result.returncode == 1
+    assert f"FAIL  {dump}" in result.stdout
+    assert "1 difference from" in result.stdout
+    assert (
+        f"frame {frame_number} (environment, cmd 16) at offset {line['offset']}: "
+        f"fields.temperature: expected {got + 1}, got {got}"
+    ) in result.stdout
+
+
+def test_a_missing_frame_and_an_extra_frame_are_one_line_each(dump: Path, golden: Path) -> None:
+    lines = golden_lines(golden)
+    frames = [i for i, x in enumerate(lines) if x["type"] == "frame"]
+    extra = lines[frames[10]]  # the dump has it, the golden file will not: "extra"
+    missing = dict(lines[frames[200]])  # a frame the dump does not have: "missing"
+    missing["message"], missing["cmd"] = "power", 18
+    missing["fields"] = {"battery": 1, "current": 2, "charge": 3}
+    del lines[frames[10]]
+    lines.insert(frames[150], missing)
+    write_golden(golden, lines)
+    result = check(dump, "--golden", golden)
+    assert result.returncode == 1
+    assert "2 differences from" in result.stdout
+    diff = [line.strip() for line in result.stdout.splitlines() if line.startswith("      ")]
+    assert len(diff) == 2, result.stdout
+    assert diff[0].startswith("extra: frame")
+    assert f"at offset {extra['offset']}" in diff[0]
+    assert diff[1].startswith("missing: frame")
+    assert "(power, cmd 18)" in diff[1]
+
+
+def test_thresholds(dump: Path, tmp_path: Path) -> None:
+    errors = sum(1 for r in frames_of(run("tgw", "decode", dump).stdout) if r["type"] == "error")
+    assert errors > 0
+    assert check(dump).returncode == 0  # no golden file, no thresholds: nothing fails
+    result = check(dump, "--max-errors", str(errors - 1))
+    assert result.returncode == 1
+    assert f"{errors} errors, more than --max-errors {errors - 1}" in result.stdout
+    assert check(dump, "--max-errors", str(errors)).returncode == 0
+    result = check(dump, "--max-error-rate", "0.0001")
+    assert result.returncode == 1
+    assert "error rate" in result.stdout
+    assert check(dump, "--max-error-rate", "0.5").returncode == 0
+    unknown = tmp_path / "unknown.bin"
+    unknown.write_bytes(dump.read_bytes()[:100] + UNKNOWN_FRAME)
+    result = check(unknown)
+    assert result.returncode == 1
+    assert "1 frame(s) of commands the catalog does not know" in result.stdout
+    assert check(unknown, "--allow-unknown").returncode == 0
+
+
+def test_junit_report_validates_one_case_per_dump(dump: Path, golden: Path, tmp_path: Path) -> None:
+    unknown = tmp_path / "unknown.bin"
+    unknown.write_bytes(UNKNOWN_FRAME)
+    missing = tmp_path / "absent.bin"
+    report = tmp_path / "report.xml"
+    result = check(dump, unknown, missing, "--golden", golden, "--junit", report)
+    assert result.returncode == 2  # one dump could not be read at all
+    schema = xmlschema.XMLSchema(DATA / "junit.xsd")
+    schema.validate(report)
+    suites = schema.to_dict(report)
+    assert isinstance(suites, dict)
+    suite = suites["testsuite"][0]
+    assert (suite["@tests"], suite["@failures"], suite["@errors"]) == (3, 1, 1)
+    cases = {case["@name"]: case for case in suite["testcase"]}
+    assert set(cases) == {str(dump), str(unknown), str(missing)}
+    assert "failure" not in cases[str(dump)]
+    assert "no golden records for" in str(cases[str(unknown)]["failure"])
+    assert "cannot open" in str(cases[str(missing)]["error"])
+
+
+# Progress
+
+
+def test_progress_shows_on_a_terminal_and_nowhere_else(dump: Path) -> None:
+    quiet = run("tgw", "decode", dump)
+    assert quiet.stderr.splitlines() == [quiet.stderr.strip()]  # the summary alone
+    controller, terminal_side = os.openpty()
+    fcntl.ioctl(terminal_side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        process = subprocess.Popen(
+            [str(TGW), "decode", str(dump)], stdout=subprocess.DEVNULL, stderr=terminal_side
+        )
+        os.close(terminal_side)
+        shown = read_until_hangup(controller).decode(errors="replace")
+        assert process.wait(timeout=60) == 0
+    finally:
+        os.close(controller)
+    assert f"decoding {dump}" in shown
+    assert "tgw decode:" in shown  # the summary still comes
