@@ -42,6 +42,8 @@ __all__ = ["CaptureWriter"]
 
 logger = logging.getLogger(__name__)
 
+BEHIND_LOG_SECONDS = 60.0
+"""A disk that keeps falling behind is logged as a WARNING at most this often."""
 CLOSE_TIMEOUT = 10.0
 """Seconds :meth:`CaptureWriter.close` waits for the disk to take what is buffered."""
 
@@ -74,7 +76,8 @@ class CaptureWriter:
         self._lost_total = 0
         self._suspended = False
         self._behind = False
-        """The buffer overflowed and has not drained since (a WARNING was logged)."""
+        """The buffer overflowed and the thread has not taken a batch since."""
+        self._behind_logged = -BEHIND_LOG_SECONDS
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._file: IO[bytes] | None = None
@@ -124,7 +127,7 @@ class CaptureWriter:
         with self._lock:
             if self._suspended or self._pending_size + len(encoded) > self.config.buffer_size:
                 if data_size:
-                    self._lose(data_size, now)
+                    self._lose(data_size)
                 return
             if self._lost:
                 gap = record(RecordKind.GAP, now, self._lost)
@@ -135,7 +138,7 @@ class CaptureWriter:
             self._pending_size += len(encoded)
             self._wake.notify()
 
-    def _lose(self, size: int, now: int) -> None:
+    def _lose(self, size: int) -> None:
         """Count ``size`` bytes not captured (the lock is held)."""
         self._lost += size
         self._lost_total += size
@@ -145,9 +148,15 @@ class CaptureWriter:
         self._lost_full.inc(size)
         if not self._behind:
             self._behind = True
-            logger.warning(
+            now = time.monotonic()
+            quiet = now - self._behind_logged < BEHIND_LOG_SECONDS
+            if not quiet:
+                self._behind_logged = now
+            logger.log(
+                logging.DEBUG if quiet else logging.WARNING,
                 "capture of %s falls behind: the disk does not keep up; bytes read meanwhile "
-                "are not captured (the capture will show a gap)",
+                "are not captured (the capture shows a gap; tgw_capture_lost_bytes_total counts "
+                "them)",
                 self.device,
             )
 
@@ -163,8 +172,16 @@ class CaptureWriter:
         self._thread.start()
 
     async def close(self) -> None:
-        """Write what is buffered (waiting at most CLOSE_TIMEOUT s), close the file."""
+        """Write what is buffered (waiting at most CLOSE_TIMEOUT s), close the file.
+
+        Bytes lost since the last gap record get one now, so the file says it all.
+        """
         with self._lock:
+            if self._lost and not self._suspended:
+                gap = record(RecordKind.GAP, time.time_ns(), self._lost)
+                self._pending.append((gap, 0))
+                self._pending_size += len(gap)
+                self._lost = 0
             self._stopping = True
             self._wake.notify()
         thread = self._thread
@@ -303,10 +320,10 @@ class CaptureWriter:
         with self._lock:
             self._suspended = True
             self._last_error = reason
-            self._lose(lost, time.time_ns())
+            self._lose(lost)
             # What was buffered meanwhile goes the same way.
             for _, size in self._pending:
-                self._lose(size, time.time_ns())
+                self._lose(size)
             self._pending.clear()
             self._pending_size = 0
         self._suspended_gauge.set(1)

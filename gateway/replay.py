@@ -119,31 +119,35 @@ class ReplaySource(Source):
             f"{speed:g}x the captured pace" if speed else "as fast as the outputs take it",
         )
         for item in dump.records():
-            if speed is not None:
+            if dump.timed:
                 await self._keep_pace(item, speed)
-            elif self.room is not None:
-                await self.room()
-            else:
-                await asyncio.sleep(0)  # let the outputs and clients run
+            if speed is None:
+                if self.room is not None:
+                    await self.room()
+                else:
+                    await asyncio.sleep(0)  # let the outputs and clients run
             self._play_record(item)
 
-    async def _keep_pace(self, item: CaptureRecord, speed: float) -> None:
-        """Wait until ``item`` is due; report a silence the device kept meanwhile."""
+    async def _keep_pace(self, item: CaptureRecord, speed: float | None) -> None:
+        """Wait until ``item`` is due (not at all when ``speed`` is None); report a silence
+        the device kept before it, as the live gateway did."""
         loop = asyncio.get_running_loop()
         if self._clock is None:
             self._clock = (loop.time(), item.time_ns)
         origin, first_ns = self._clock
 
-        def due(capture_ns: int) -> float:
-            return origin + (capture_ns - first_ns) / 1e9 / speed
+        async def wait_for(capture_ns: int) -> None:
+            if speed is not None:
+                due = origin + (capture_ns - first_ns) / 1e9 / speed
+                await asyncio.sleep(max(0.0, due - loop.time()))
 
         timeout = self.config.silence_timeout
         if self._online and self._last_frame_ns is not None:
             silent_from = self._last_frame_ns + int(timeout * 1e9)
             if item.time_ns > silent_from:
-                await asyncio.sleep(max(0.0, due(silent_from) - loop.time()))
+                await wait_for(silent_from)
                 self._set_online(False, f"silent for {timeout:g} s")
-        await asyncio.sleep(max(0.0, due(item.time_ns) - loop.time()))
+        await wait_for(item.time_ns)
 
     def _play_record(self, item: CaptureRecord) -> None:
         match item.kind:

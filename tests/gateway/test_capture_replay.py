@@ -21,9 +21,12 @@ from websockets.asyncio.client import connect
 from gateway.capture import CaptureWriter
 from gateway.config import CaptureConfig
 from gateway.metrics import GatewayMetrics
-from protocol.capture import CaptureHeader, CaptureParser, RecordKind
-from tests.fwsim.helpers import simulator, wait_for
+from protocol.capture import CaptureHeader, CaptureParser, RecordKind, file_header, record
+from protocol.encoder import FrameEncoder
+from protocol.schema import load_schema
+from tests.fwsim.helpers import run, simulator, wait_for
 from tests.gateway.broker import Mosquitto, Subscriber, free_port
+from tests.gateway.test_dumps_and_check import xxd
 from tests.gateway.test_gateway import FAST, GUARD, TGW, metric, wait_healthy
 
 COMPARED = ("device", "message", "cmd", "fields", "sequence", "address")
@@ -237,3 +240,141 @@ def test_rotation_keeps_at_most_max_files_each_within_max_file_size(tmp_path: Pa
     assert parts == sorted(parts)
     assert parts[-1] > 3  # older parts were deleted
     assert kept == chunks[-len(kept) :]  # the newest bytes, in order, none missing
+
+
+def test_replay_plays_silences_link_losses_and_gaps_as_they_happened(tmp_path: Path) -> None:
+    encoder = FrameEncoder(load_schema())
+
+    def power(charge: int) -> bytes:
+        return encoder.encode("power", {"battery": 3700, "current": -5, "charge": charge})
+
+    second = 1_000_000_000
+    t0 = 1_700_000_000 * second
+    cut = power(3)
+    path = tmp_path / "session.tgwcap"
+    path.write_bytes(
+        file_header(CaptureHeader(source="node-7", profile="default", catalog="default"))
+        + record(RecordKind.OPENED, t0, "/dev/ttyUSB0")
+        + record(RecordKind.DATA, t0, power(1))
+        + record(RecordKind.DATA, t0 + second // 10, power(2) + cut[:5])
+        + record(RecordKind.GAP, t0 + second // 5, 40)  # the rest of frame 3 was not captured
+        + record(RecordKind.DATA, t0 + second // 5, cut[5:] + power(4))
+        + record(RecordKind.DATA, t0 + 30 * second, power(5))  # after 30 s of silence
+        + record(RecordKind.CLOSED, t0 + 31 * second, "hung up")
+        + record(RecordKind.OPENED, t0 + 40 * second, "/dev/ttyUSB0")
+        + record(RecordKind.DATA, t0 + 40 * second, power(6))
+    )
+    ws_port = free_port()
+    process = subprocess.Popen(
+        [str(TGW), "replay", str(path), "--speed", "1000", "--port", str(ws_port),
+         "--keep-serving"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    log: list[str] = []
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            log.append(line)
+            if "replay done" in line:
+                break
+
+        async def history() -> list[dict[str, Any]]:
+            async with connect(f"ws://127.0.0.1:{ws_port}") as client:
+                await client.recv()
+                await client.send(json.dumps({"type": "subscribe", "filters": ["#"], "since": 0}))
+                got: list[dict[str, Any]] = []
+                async with asyncio.timeout(GUARD):
+                    while len(got) < 5:
+                        reply = json.loads(await client.recv())
+                        if reply["type"] == "message":
+                            got.append(reply)
+                return got
+
+        messages = asyncio.run(history())
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=GUARD)
+        log.append(rest or "")
+    assert process.returncode == 0, "".join(log)
+    assert [m["fields"]["charge"] for m in messages] == [1, 2, 4, 5, 6]  # 3 fell in the gap
+    assert {m["device"] for m in messages} == {"node-7"}
+    states = [
+        line.split("node-7: ", 1)[1].strip()
+        for line in "".join(log).splitlines()
+        if "node-7: online" in line or "node-7: offline" in line
+    ]
+    assert states == [
+        "online (connected)",
+        "offline (silent for 10 s)",
+        "online (receiving again)",
+        "offline (link lost: hung up)",
+        "online (connected)",
+        "offline (end of replay)",
+    ]
+    assert "the capture misses 40 bytes here" in "".join(log)
+
+
+def test_replay_of_raw_and_hex_dumps_with_a_config_and_a_profile(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    raw = tmp_path / "bench-a.bin"
+    run("fwsim", "--output", raw, "--count", "40", "--profile", "addressed-crc16", "--seed", "5")
+    text = tmp_path / "bench b.txt"  # a space: the device is named "bench-b"
+    source = tmp_path / "b.bin"
+    run("fwsim", "--output", source, "--count", "25", "--profile", "addressed-crc16")
+    text.write_text(xxd(source.read_bytes()), encoding="utf-8")
+    config = tmp_path / "outputs.toml"
+    config.write_text(
+        config_text(tmp_path / "unused", free_port(), mosquitto.port), encoding="utf-8"
+    )
+    with Subscriber(mosquitto, "tgw/+/+") as subscriber:
+        result = run(
+            "tgw", "replay", raw, text, "-c", config, "--fast", "--profile", "addressed-crc16"
+        )
+        assert "replay finished" in result.stderr
+        subscriber.wait_until(lambda _: len(envelopes(subscriber)) >= 65, "both replays")
+        got = envelopes(subscriber)
+    by_device = {
+        device: [m for m in got if m["device"] == device] for device in ("bench-a", "bench-b")
+    }
+    assert len(by_device["bench-a"]) == 40
+    assert len(by_device["bench-b"]) == 25
+    assert all(m["sequence"] is not None for m in got)  # the profile's sequence field
+    assert [m["sequence"] for m in by_device["bench-a"]] == [i % 256 for i in range(40)]
+
+
+def test_a_disk_slower_than_the_device_loses_bytes_counted_and_marked_by_gaps(
+    tmp_path: Path,
+) -> None:
+    # The event loop hands reads over without pausing, far faster than the thread can
+    # take them through a 4 KiB buffer: what does not fit is lost, never silently.
+    config = CaptureConfig(directory=str(tmp_path), buffer_size=4096)
+    header = CaptureHeader(source="node-1", profile="default", catalog="default")
+    metrics = GatewayMetrics()
+    chunk = bytes(range(64))
+    reads = 100_000
+
+    async def main() -> None:
+        writer = CaptureWriter(config, header, metrics)
+        writer.start()
+        for _ in range(reads):
+            writer.data(chunk)
+        await writer.close()
+
+    asyncio.run(main())
+    lost = metrics.registry.get_sample_value(
+        "tgw_capture_lost_bytes_total", {"device": "node-1", "reason": "buffer full"}
+    )
+    captured = metrics.registry.get_sample_value("tgw_capture_bytes_total", {"device": "node-1"})
+    assert lost is not None
+    assert lost > 0
+    assert captured is not None
+    assert captured + lost == reads * len(chunk)
+    [path] = tmp_path.iterdir()
+    _, records, truncation = parse(path)
+    assert truncation is None
+    data = [r for r in records if r.kind is RecordKind.DATA]
+    gaps = [r for r in records if r.kind is RecordKind.GAP]
+    assert sum(len(r.data) for r in data) == captured
+    assert sum(r.lost for r in gaps) == lost  # every lost byte is marked where it was lost
+    assert all(r.data == chunk for r in data)

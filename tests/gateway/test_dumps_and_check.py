@@ -293,3 +293,25 @@ def test_progress_shows_on_a_terminal_and_nowhere_else(dump: Path) -> None:
         os.close(controller)
     assert f"decoding {dump}" in shown
     assert "tgw decode:" in shown  # the summary still comes
+
+
+def test_a_gap_in_a_capture_ends_the_frame_in_progress_and_is_a_record(tmp_path: Path) -> None:
+    frame = bytes.fromhex("aa551008006608a00f94270000ef")  # the README's environment frame
+    path = tmp_path / "gap.tgwcap"
+    path.write_bytes(
+        file_header(CaptureHeader(source="n", profile="default", catalog="default"))
+        + record(RecordKind.DATA, 1, frame + frame[:6])
+        + record(RecordKind.GAP, 2, 40)
+        + record(RecordKind.DATA, 3, frame[6:] + frame)
+    )
+    records = frames_of(run("tgw", "decode", path).stdout)
+    assert [(r["type"], r["offset"]) for r in records] == [
+        ("frame", 0),
+        ("error", 14),  # the frame cut by the gap: truncated...
+        ("error", 14),  # ...and its bytes skipped
+        ("gap", 20),
+        ("error", 20),  # the rest of it, after the gap: garbage
+        ("frame", 28),
+    ]
+    assert [r.get("kind") for r in records[1:3]] == ["truncated", "garbage"]
+    assert records[3]["size"] == 40

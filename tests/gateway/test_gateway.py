@@ -342,8 +342,21 @@ name = "status"
         ),
         ("[mqtt]\nqos = 3\n", "mqtt.qos: input should be 0, 1 or 2, got 3"),
         ("[websocket]\nslow_policy = 'wait'\n", "websocket.slow_policy: input should be"),
+        (
+            '[[sources]]\ntype = "tcp"\ndevice = "a"\nhost = "h"\nport = 1\n'
+            '[capture]\ndirectory = "c"\ndevices = ["a", "b"]\n',
+            "capture.devices[1]: no source has device 'b' (devices: a)",
+        ),
     ],
-    ids=["bad-type", "reserved-device", "duplicate-device", "status-message", "qos", "policy"],
+    ids=[
+        "bad-type",
+        "reserved-device",
+        "duplicate-device",
+        "status-message",
+        "qos",
+        "policy",
+        "capture-device",
+    ],
 )
 def test_bad_config_exits_2_with_one_line(tmp_path: Path, config: str, line: str) -> None:
     catalog = tmp_path / "clash.toml"
