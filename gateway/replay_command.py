@@ -102,6 +102,10 @@ def run_replay(arguments: argparse.Namespace) -> int:
     check_schema_options(arguments)
     config = _outputs(arguments)
     configure_logging(config.logging)
+    if config.sources:
+        logger.info(
+            "replay: the %d source(s) of %s are not read", len(config.sources), arguments.config
+        )
     speed = None if arguments.fast else arguments.speed
     sources = _sources(arguments, speed)
     config = config.model_copy(update={"sources": tuple(sources)})
@@ -113,8 +117,6 @@ def run_replay(arguments: argparse.Namespace) -> int:
 def _outputs(arguments: argparse.Namespace) -> GatewayConfig:
     if arguments.config is not None:
         config = load_config(arguments.config)
-        if config.sources:
-            logging.getLogger("gateway").debug("replay: the config's sources are not read")
     else:
         config = GatewayConfig(
             websocket=WebSocketConfig(host="127.0.0.1"),
