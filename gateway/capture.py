@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import re
 import threading
@@ -129,14 +130,18 @@ class CaptureWriter:
                 if data_size:
                     self._lose(data_size)
                 return
-            if self._lost:
-                gap = record(RecordKind.GAP, now, self._lost)
-                self._pending.append((gap, 0))
-                self._pending_size += len(gap)
-                self._lost = 0
+            self._queue_gap(now)
             self._pending.append((encoded, data_size))
             self._pending_size += len(encoded)
             self._wake.notify()
+
+    def _queue_gap(self, now: int) -> None:
+        """Queue a gap record for the bytes lost since the last one, if any (lock held)."""
+        if self._lost:
+            gap = record(RecordKind.GAP, now, self._lost)
+            self._pending.append((gap, 0))
+            self._pending_size += len(gap)
+            self._lost = 0
 
     def _lose(self, size: int) -> None:
         """Count ``size`` bytes not captured (the lock is held)."""
@@ -177,11 +182,8 @@ class CaptureWriter:
         Bytes lost since the last gap record get one now, so the file says it all.
         """
         with self._lock:
-            if self._lost and not self._suspended:
-                gap = record(RecordKind.GAP, time.time_ns(), self._lost)
-                self._pending.append((gap, 0))
-                self._pending_size += len(gap)
-                self._lost = 0
+            if not self._suspended:
+                self._queue_gap(time.time_ns())
             self._stopping = True
             self._wake.notify()
         thread = self._thread
@@ -251,20 +253,10 @@ class CaptureWriter:
             start = self._batch_done = end
 
     def _header_bytes(self) -> bytes:
-        header = self._header
-        return file_header(
-            CaptureHeader(
-                source=header.source,
-                profile=header.profile,
-                catalog=header.catalog,
-                kind=header.kind,
-                where=header.where,
-                part=max(self._part, 1),
-                created=time.time(),
-                gateway=__version__,
-                extra=header.extra,
-            )
+        header = dataclasses.replace(
+            self._header, part=self._part, created=time.time(), gateway=__version__
         )
+        return file_header(header)
 
     def _open_next(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -203,7 +203,7 @@ def _decode(name: str, arguments: argparse.Namespace, result: DumpResult) -> Non
     statistics = decoder.statistics()
     result.frames = statistics.frames
     result.unknown = statistics.unknown_frames
-    result.errors = sum(1 for record in result.records if record["type"] == "error")
+    result.errors = sum(statistics.errors.values())
 
 
 def _apply_thresholds(arguments: argparse.Namespace, result: DumpResult) -> None:

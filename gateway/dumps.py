@@ -79,6 +79,10 @@ class Dump:
     consumed: int = 0
     truncation: Truncation | None = None
     _closed: bool = field(default=False, repr=False)
+    _parser: CaptureParser = field(default_factory=CaptureParser, repr=False)
+    """A capture's parser: :func:`_read_header` starts it, :meth:`records` goes on with it."""
+    _parsed: list[CaptureRecord] = field(default_factory=list, repr=False)
+    """Records completed while the header was read, not yet yielded."""
 
     @property
     def timed(self) -> bool:
@@ -141,9 +145,10 @@ class Dump:
             yield CaptureRecord(RecordKind.DATA, 0, data)
 
     def _capture_records(self) -> Iterator[CaptureRecord]:
-        parser = CaptureParser()
+        parser = self._parser
         self.consumed = len(self._head)
-        yield from parser.feed(self._head)
+        yield from self._parsed
+        self._parsed = []
         while chunk := self._read():
             self.consumed += len(chunk)
             yield from parser.feed(chunk)
@@ -175,11 +180,11 @@ def open_dump(name: str, form: DumpFormat = DumpFormat.AUTO) -> Dump:
 def _recognise(name: str, file: BinaryIO, form: DumpFormat) -> Dump:
     try:
         is_tty = file.isatty()
-        mode = os.fstat(file.fileno()).st_mode
+        status = os.fstat(file.fileno())
     except OSError as exc:
         raise InputError(f"{name}: cannot read: {os_error_reason(exc)}") from exc
-    size = os.fstat(file.fileno()).st_size if stat.S_ISREG(mode) else None
-    if stat.S_ISDIR(mode):
+    size = status.st_size if stat.S_ISREG(status.st_mode) else None
+    if stat.S_ISDIR(status.st_mode):
         raise InputError(f"{name}: is a directory, not a dump")
     dump = Dump(name, form, None, size, file, b"", is_tty)
     if is_tty and form is DumpFormat.AUTO:  # a live port: raw bytes, read as they come
@@ -205,10 +210,10 @@ def _recognise(name: str, file: BinaryIO, form: DumpFormat) -> Dump:
 
 def _read_header(dump: Dump) -> CaptureHeader:
     """Read on until the capture's header is complete; keep the records after it for later."""
-    parser = CaptureParser()
+    parser = dump._parser
     head = dump._head
     try:
-        parser.feed(head)
+        dump._parsed = parser.feed(head)
         while parser.header is None:
             chunk = dump._read()
             if not chunk:
@@ -219,10 +224,10 @@ def _read_header(dump: Dump) -> CaptureHeader:
                     f"({have} bytes); nothing to read"
                 )
             head += chunk
-            parser.feed(chunk)
+            dump._parsed = parser.feed(chunk)
     except CaptureFormatError as exc:
         raise InputError(f"{dump.name}: {exc}") from exc
-    dump._head = head  # records() reads it again, with a parser of its own
+    dump._head = head  # counted as consumed when the records are read
     return parser.header
 
 

@@ -39,7 +39,6 @@ class Progress:
             else None
         )
         self._bytes = 0
-        self._frames = 0
         self._started = time.monotonic()
         self._shown = 0.0
 
@@ -49,7 +48,7 @@ class Progress:
         if bar is None:
             return
         bar.update(done_bytes - self._bytes)
-        self._bytes, self._frames = done_bytes, frames
+        self._bytes = done_bytes
         now = time.monotonic()
         if now - self._shown >= REFRESH_SECONDS:
             self._shown = now

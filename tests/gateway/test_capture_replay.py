@@ -27,29 +27,21 @@ from protocol.schema import load_schema
 from tests.fwsim.helpers import run, simulator, wait_for
 from tests.gateway.broker import Mosquitto, Subscriber, free_port
 from tests.gateway.test_dumps_and_check import xxd
-from tests.gateway.test_gateway import FAST, GUARD, TGW, metric, wait_healthy
+from tests.gateway.test_gateway import (
+    FAST,
+    GUARD,
+    TGW,
+    metric,
+    wait_healthy,
+    write_config,
+)
 
 COMPARED = ("device", "message", "cmd", "fields", "sequence", "address")
 
 
-def config_text(link: Path, ws_port: int, mqtt_port: int, capture: str = "") -> str:
-    return f"""
-[[sources]]
-type = "serial"
-device = "node-1"
-path = "{link}"
-
-[websocket]
-host = "127.0.0.1"
-port = {ws_port}
-
-[mqtt]
-host = "127.0.0.1"
-port = {mqtt_port}
-topic_prefix = "tgw"
-
-{capture}
-"""
+def node_source(link: Path, extra: str = "") -> str:
+    """The ``[[sources]]`` of one serial device, ``node-1`` on ``link``, and ``extra``."""
+    return f'[[sources]]\ntype = "serial"\ndevice = "node-1"\npath = "{link}"\n\n{extra}'
 
 
 def envelopes(subscriber: Subscriber) -> list[dict[str, Any]]:
@@ -75,8 +67,7 @@ def test_capture_through_tgw_run_then_replay_gives_the_same_messages_in_order(
     link = tmp_path / "ttyNODE"
     captures = tmp_path / "captures"
     ws_port = free_port()
-    config = tmp_path / "gateway.toml"
-    config.write_text(config_text(link, ws_port, mosquitto.port), encoding="utf-8")
+    config = write_config(tmp_path / "gateway.toml", ws_port, mosquitto.port, node_source(link))
     with Subscriber(mosquitto, "tgw/#") as live:
         with simulator("--link", link, *FAST) as (fwsim, _):
             process = subprocess.Popen(
@@ -145,9 +136,10 @@ def test_a_disk_that_refuses_mid_run_suspends_the_capture_not_the_gateway(
     link = tmp_path / "ttyNODE"
     captures = tmp_path / "captures"
     ws_port = free_port()
-    config = tmp_path / "gateway.toml"
     capture = f'[capture]\ndirectory = "{captures}"\nretry_interval = 0.2\n'
-    config.write_text(config_text(link, ws_port, mosquitto.port, capture), encoding="utf-8")
+    config = write_config(
+        tmp_path / "gateway.toml", ws_port, mosquitto.port, node_source(link, capture)
+    )
     limit = 3000  # bytes per file: the kernel refuses to write beyond (EFBIG)
 
     def limit_file_size() -> None:
@@ -323,9 +315,8 @@ def test_replay_of_raw_and_hex_dumps_with_a_config_and_a_profile(
     source = tmp_path / "b.bin"
     run("fwsim", "--output", source, "--count", "25", "--profile", "addressed-crc16")
     text.write_text(xxd(source.read_bytes()), encoding="utf-8")
-    config = tmp_path / "outputs.toml"
-    config.write_text(
-        config_text(tmp_path / "unused", free_port(), mosquitto.port), encoding="utf-8"
+    config = write_config(
+        tmp_path / "outputs.toml", free_port(), mosquitto.port, node_source(tmp_path / "unused")
     )
     with Subscriber(mosquitto, "tgw/+/+") as subscriber:
         result = run(
