@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.capture import CaptureWriter
 from gateway.config import CaptureConfig
 from gateway.dumps import decode_dump, open_dump
-from gateway.metrics import GatewayMetrics
+from gateway.runtime.capture import CaptureWriter
+from gateway.runtime.metrics import GatewayMetrics
 from protocol.capture import CaptureHeader, RecordKind, file_header, record
 from protocol.decoder import StreamDecoder
 from protocol.encoder import FrameEncoder

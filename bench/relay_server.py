@@ -2,8 +2,8 @@
 
     python bench/relay_server.py --mode tgw|plain --messages M [--batch B] ...
 
-Mode ``tgw``: the gateway's own :class:`~gateway.hub.Hub` and
-:class:`~gateway.websocket.WebSocketServer`; every message is ``hub.publish(Envelope)``.
+Mode ``tgw``: the gateway's own :class:`~gateway.runtime.hub.Hub` and
+:class:`~gateway.outputs.websocket.WebSocketServer`; every message is ``hub.publish(Envelope)``.
 Mode ``plain``: a minimal ``websockets`` server that keeps the set of its connections
 and calls ``websockets.broadcast(connections, payload, text=True)``. The envelope is a
 real ``motion`` frame (encoded by the project's encoder, decoded by its stream
@@ -42,10 +42,10 @@ from relay_ws import BenchError, raise_open_file_limit, say, server_frame_size, 
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from gateway.config import WebSocketConfig
-from gateway.envelope import Envelope
-from gateway.hub import Hub, Subscriber
-from gateway.metrics import GatewayMetrics
-from gateway.websocket import WebSocketServer
+from gateway.outputs.websocket import WebSocketServer
+from gateway.runtime.envelope import Envelope
+from gateway.runtime.hub import Hub, Subscriber
+from gateway.runtime.metrics import GatewayMetrics
 from protocol.decoder import StreamDecoder
 from protocol.encoder import FrameEncoder
 from protocol.errors import GatewayError

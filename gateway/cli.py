@@ -6,11 +6,11 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.arguments import EXIT_USAGE, OneLineParser
-from gateway.check_command import add_check_command
-from gateway.decode_command import add_decode_command
-from gateway.replay_command import add_replay_command
-from gateway.run_command import add_demo_command, add_run_command
+from gateway.commands.check import add_check_command
+from gateway.commands.decode import add_decode_command
+from gateway.commands.options import EXIT_USAGE, OneLineParser
+from gateway.commands.replay import add_replay_command
+from gateway.commands.run import add_demo_command, add_run_command
 from protocol.errors import GatewayError
 
 __all__ = ["main"]

@@ -15,8 +15,8 @@ from fwsim.faults import FaultRates, Schedule
 from fwsim.links import DataCallback, FileLink, Link, PtyLink, TcpLink
 from fwsim.simulator import RunOptions, RunSummary, Simulator
 from fwsim.truth import TruthWriter
-from gateway.arguments import EXIT_USAGE, OneLineParser
-from gateway.decode_command import add_schema_options
+from gateway.commands.decode import add_schema_options
+from gateway.commands.options import EXIT_USAGE, OneLineParser
 from protocol.catalog import Direction
 from protocol.errors import GatewayError, os_error_reason
 from protocol.profile import HeaderRole

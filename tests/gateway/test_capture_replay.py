@@ -18,9 +18,9 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from gateway.capture import CaptureWriter
 from gateway.config import CaptureConfig
-from gateway.metrics import GatewayMetrics
+from gateway.runtime.capture import CaptureWriter
+from gateway.runtime.metrics import GatewayMetrics
 from protocol.capture import CaptureHeader, CaptureParser, RecordKind, file_header, record
 from protocol.encoder import FrameEncoder
 from protocol.schema import load_schema

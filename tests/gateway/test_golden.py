@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import golden
-from gateway.golden import (
+from gateway.ci import golden
+from gateway.ci.golden import (
     ABSENT,
     VARYING_KEYS,
     Difference,

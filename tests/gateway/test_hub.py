@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.envelope import Envelope
-from gateway.hub import MAX_FILTERS, Hub, Subscriber
-from gateway.metrics import GatewayMetrics
+from gateway.runtime.envelope import Envelope
+from gateway.runtime.hub import MAX_FILTERS, Hub, Subscriber
+from gateway.runtime.metrics import GatewayMetrics
 from protocol.decoder import StreamDecoder
 from protocol.encoder import FrameEncoder
 from protocol.events import Frame

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import xmlschema
 
-from gateway.junit import FAILURE_TYPE, CaseResult, junit_text, write_junit
+from gateway.ci.junit import FAILURE_TYPE, CaseResult, junit_text, write_junit
 
 SCHEMA_PATH = Path(__file__).parent / "data" / "junit.xsd"
 WHEN = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)

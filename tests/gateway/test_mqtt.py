@@ -24,9 +24,9 @@ from itertools import count
 import pytest
 
 from gateway.config import MqttConfig
-from gateway.metrics import GatewayMetrics
-from gateway.mqtt import MqttPublisher
-from gateway.outbox import MemoryOutbox, OutboundMessage, Outbox
+from gateway.outputs.mqtt import MqttPublisher
+from gateway.outputs.outbox import MemoryOutbox, OutboundMessage, Outbox
+from gateway.runtime.metrics import GatewayMetrics
 from tests.gateway.broker import (
     GUARD,
     POLL,
@@ -269,8 +269,8 @@ def test_device_status_is_retained_and_only_the_latest_counts(
 WILL_SCRIPT = """
 import asyncio, sys
 from gateway.config import MqttConfig
-from gateway.metrics import GatewayMetrics
-from gateway.mqtt import MqttPublisher
+from gateway.runtime.metrics import GatewayMetrics
+from gateway.outputs.mqtt import MqttPublisher
 
 config = MqttConfig(port=int(sys.argv[1]), topic_prefix=sys.argv[2], client_id="tgw-will")
 asyncio.run(MqttPublisher(config, GatewayMetrics()).run())
@@ -398,7 +398,7 @@ def test_a_refused_connection_says_why(caplog: pytest.LogCaptureFixture) -> None
 
 
 def test_broker_absent_at_start(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="gateway.mqtt")
+    caplog.set_level(logging.DEBUG, logger="gateway.outputs.mqtt")
     with Mosquitto(persistence=True) as broker:
         topic = f"{PREFIX}/node-1/environment"
         with Subscriber(broker, topic, client_id="tgw-test-absent", persistent=True) as sub:
@@ -439,7 +439,7 @@ def test_broker_absent_at_start(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_broker_restart_mid_stream(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.mqtt")
+    caplog.set_level(logging.INFO, logger="gateway.outputs.mqtt")
     with Mosquitto(persistence=True) as broker:
         topic = f"{PREFIX}/node-1/environment"
         with Subscriber(broker, topic, client_id="tgw-test-restart", persistent=True) as sub:
@@ -511,7 +511,7 @@ def test_statuses_are_published_again_after_a_reconnect(
 
 
 def test_full_outbox_drops_the_oldest_and_counts(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.mqtt")
+    caplog.set_level(logging.INFO, logger="gateway.outputs.mqtt")
     broker = Mosquitto()  # not started yet
     metrics = GatewayMetrics()
     publisher = MqttPublisher(config(broker.port, queue_size=5), metrics)

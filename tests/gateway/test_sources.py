@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from gateway.config import SerialSourceConfig, TcpSourceConfig
-from gateway.envelope import Envelope
-from gateway.metrics import GatewayMetrics
-from gateway.sources import DeviceUnavailable, SerialSource, Source, TcpSource, make_source
+from gateway.runtime.envelope import Envelope
+from gateway.runtime.metrics import GatewayMetrics
+from gateway.runtime.sources import DeviceUnavailable, SerialSource, Source, TcpSource, make_source
 from protocol.encoder import FrameEncoder
 from protocol.schema import Schema
 from tests.fwsim.helpers import GUARD, read_jsonl, simulator, truth_frames
@@ -432,7 +432,7 @@ def test_a_server_that_hangs_up_at_once_is_an_outage_logged_once(
         assert sink.events == []
         assert "closed the connection" in source.state()["last_error"]
 
-    with caplog.at_level(logging.DEBUG, logger="gateway.sources"):
+    with caplog.at_level(logging.DEBUG, logger="gateway.runtime.sources"):
         drive(scenario)
     retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
     assert len(retries) >= 4

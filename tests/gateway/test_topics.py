@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.topics import MAX_FILTER_LENGTH, TopicFilter, matches, split_topic, validate_filter
+from gateway.runtime.topics import (
+    MAX_FILTER_LENGTH,
+    TopicFilter,
+    matches,
+    split_topic,
+    validate_filter,
+)
 
 MATCHES = [
     # filter, topic, expected

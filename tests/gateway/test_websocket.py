@@ -24,10 +24,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.config import WebSocketConfig
-from gateway.envelope import Envelope
-from gateway.hub import Hub
-from gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from gateway.websocket import SEND_BATCH, TokenBucket, WebSocketServer, hard_size_limit
+from gateway.outputs.websocket import SEND_BATCH, TokenBucket, WebSocketServer, hard_size_limit
+from gateway.runtime.envelope import Envelope
+from gateway.runtime.hub import Hub
+from gateway.runtime.metrics import CONTENT_TYPE, GatewayMetrics
 from protocol.errors import GatewayError
 from protocol.events import Frame
 
@@ -418,7 +418,7 @@ def test_subscribe_with_since_while_messages_are_queued_replays_each_once() -> N
             last = 0
             # Live messages go straight to the socket while it takes them: publish until
             # the kernel's buffers are full and the hub has to queue some.
-            while gateway.hub.buffered < SEND_BATCH + 50:  # more than one batch of the sender
+            while gateway.hub.buffered < SEND_BATCH + 50:  # more than one sender batch
                 last = gateway.publish(blob=blob)
                 assert last < 10_000, "the server never had to queue"
             await websocket.send(

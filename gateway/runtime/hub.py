@@ -1,7 +1,7 @@
 """The hub: numbers every message, keeps a bounded history, fans it out to subscribers.
 
 A source hands each decoded frame to :meth:`Hub.publish` as an
-:class:`~gateway.envelope.Envelope`. The hub gives it the next sequence number,
+:class:`~gateway.runtime.envelope.Envelope`. The hub gives it the next sequence number,
 serialises it once, keeps ``(seq, topic, payload)`` in its history (the newest
 ``history`` messages) and offers the *same bytes* to every :class:`Subscriber` whose
 filters match the topic. Publishing never awaits and never blocks: each subscriber has
@@ -34,9 +34,9 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from gateway.envelope import Envelope
-from gateway.metrics import GatewayMetrics
-from gateway.topics import TopicFilter, split_topic
+from gateway.runtime.envelope import Envelope
+from gateway.runtime.metrics import GatewayMetrics
+from gateway.runtime.topics import TopicFilter, split_topic
 
 __all__ = ["MAX_FILTERS", "HistoryEntry", "Hub", "Published", "SlowPolicy", "Subscriber"]
 

@@ -25,7 +25,7 @@ from gateway.config import (
     load_config,
 )
 from gateway.logs import configure_logging
-from gateway.runtime import Gateway
+from gateway.runtime.gateway import Gateway
 from protocol.errors import GatewayError
 from protocol.schema import load_schema
 

@@ -12,15 +12,15 @@ import logging
 from typing import Any
 
 from gateway import __version__
-from gateway.capture import CaptureWriter
 from gateway.config import GatewayConfig, ReplaySourceConfig, SourceConfig
-from gateway.envelope import Envelope
-from gateway.hub import Hub
-from gateway.metrics import GatewayMetrics
-from gateway.mqtt import MqttPublisher
-from gateway.replay import ReplaySource
-from gateway.sources import Source, make_source
-from gateway.websocket import WebSocketServer
+from gateway.outputs.mqtt import MqttPublisher
+from gateway.outputs.websocket import WebSocketServer
+from gateway.runtime.capture import CaptureWriter
+from gateway.runtime.envelope import Envelope
+from gateway.runtime.hub import Hub
+from gateway.runtime.metrics import GatewayMetrics
+from gateway.runtime.replay import ReplaySource
+from gateway.runtime.sources import Source, make_source
 from protocol.capture import CaptureHeader
 from protocol.catalog import Direction
 from protocol.encoder import FrameEncoder

@@ -30,9 +30,9 @@ Requests, and the replies they get (a reply echoes the request's ``"id"``, any J
 value, when it had one):
 
 ``{"type": "subscribe", "filters": ["node-1/+", "#"], "since": 1234}``
-    Add topic filters (see :mod:`gateway.topics`; a topic is ``device/message``). If one
+    Add topic filters (see :mod:`gateway.runtime.topics`; a topic is ``device/message``). If one
     filter is invalid, or the connection would hold more than
-    :data:`gateway.hub.MAX_FILTERS`, nothing changes and the reply is error
+    :data:`gateway.runtime.hub.MAX_FILTERS`, nothing changes and the reply is error
     ``bad_filter``. Otherwise the reply is ``{"type": "subscribed", "filters": [...]}``
     listing *all* the connection's filters. With ``since`` (an integer, optional), the
     server then replays the messages of its history numbered after ``since`` that match
@@ -57,7 +57,7 @@ value, when it had one):
 
 What the server sends besides replies:
 
-* messages, the envelope of :mod:`gateway.envelope`:
+* messages, the envelope of :mod:`gateway.runtime.envelope`:
   ``{"type": "message", "seq": 1042, "device": "node-1", "message": "environment",
   "cmd": 16, "time": 1764063421.12, "fields": {...}}``, in ``seq`` order, for the topics
   that match the connection's filters;
@@ -107,9 +107,9 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from gateway.config import WebSocketConfig
-from gateway.hub import Hub, Subscriber
-from gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from gateway.records import json_default
+from gateway.runtime.hub import Hub, Subscriber
+from gateway.runtime.metrics import CONTENT_TYPE, GatewayMetrics
 from protocol.errors import GatewayError
 
 __all__ = ["CommandSink", "ErrorCode", "Role", "TokenBucket", "WebSocketServer", "hard_size_limit"]

@@ -1,6 +1,6 @@
 """A source that plays captures and dumps back as if the device were sending them.
 
-:class:`ReplaySource` is a :class:`gateway.sources.Source` whose link is a list of
+:class:`ReplaySource` is a :class:`gateway.runtime.sources.Source` whose link is a list of
 dumps (:mod:`gateway.dumps`) instead of a port: the same decoder, the same envelopes,
 metrics and online/offline reports, so a dashboard cannot tell a replay from live data
 except by the device's name. The envelopes' ``time`` is when the replay delivered them.
@@ -26,8 +26,8 @@ from typing import Any
 
 from gateway.config import ReplaySourceConfig
 from gateway.dumps import Dump, open_dump
-from gateway.metrics import GatewayMetrics
-from gateway.sources import Source, SourceSink
+from gateway.runtime.metrics import GatewayMetrics
+from gateway.runtime.sources import Source, SourceSink
 from protocol.capture import CaptureRecord, RecordKind
 from protocol.errors import GatewayError
 from protocol.schema import Schema

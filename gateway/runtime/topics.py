@@ -1,7 +1,7 @@
 """Topic filters: which ``device/message`` topics a subscriber wants, MQTT style.
 
 A topic has exactly two levels, the device and the message (``node-1/environment``,
-``node-1/unknown``); see :attr:`gateway.envelope.Envelope.topic`. A filter has any
+``node-1/unknown``); see :attr:`gateway.runtime.envelope.Envelope.topic`. A filter has any
 number of levels separated by ``/``:
 
 * a level of text matches the same text;

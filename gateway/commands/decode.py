@@ -7,8 +7,8 @@ import os
 import sys
 from typing import Any
 
+from gateway.commands.progress import progress
 from gateway.dumps import Dump, DumpFormat, InputError, decode_dump, open_dump
-from gateway.progress import progress
 from gateway.records import dumps
 from protocol.config import DEFAULT_CATALOG, DEFAULT_PROFILE, shipped_names
 from protocol.decoder import StreamDecoder

@@ -11,7 +11,7 @@ to the sink, every stream error is counted. The gateway runs one per device::
 :meth:`Source.run` never returns on its own: when the port cannot be opened, vanishes
 or the connection drops, it reports what the decoder held, logs the outage once (a
 WARNING an operator can act on, DEBUG for every further attempt), waits the next delay
-of :func:`gateway.backoff.backoff` and tries again, so the gateway starts without the
+of :func:`gateway.runtime.backoff.backoff` and tries again, so the gateway starts without the
 device and picks it up when it appears. Reading blocks in the event loop (no polling),
 so idle ports cost nothing. Cancel the task to stop it: the port is closed on the way
 out.
@@ -37,12 +37,12 @@ import prometheus_client
 import serial
 import serial_asyncio_fast
 
-from gateway.backoff import backoff
-from gateway.capture import CaptureWriter
 from gateway.config import ReplaySourceConfig, SerialSourceConfig, TcpSourceConfig
-from gateway.envelope import UNKNOWN_MESSAGE, Envelope
-from gateway.metrics import GatewayMetrics
 from gateway.records import statistics_record
+from gateway.runtime.backoff import backoff
+from gateway.runtime.capture import CaptureWriter
+from gateway.runtime.envelope import UNKNOWN_MESSAGE, Envelope
+from gateway.runtime.metrics import GatewayMetrics
 from protocol.decoder import StreamDecoder
 from protocol.errors import GatewayError
 from protocol.events import Event, Frame, StreamError

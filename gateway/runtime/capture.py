@@ -35,7 +35,7 @@ from typing import IO, Any
 
 from gateway import __version__
 from gateway.config import CaptureConfig
-from gateway.metrics import GatewayMetrics
+from gateway.runtime.metrics import GatewayMetrics
 from protocol.capture import EXTENSION, CaptureHeader, RecordKind, file_header, record
 from protocol.errors import os_error_reason
 

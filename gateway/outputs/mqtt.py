@@ -16,7 +16,7 @@ Topics, under ``<prefix>`` (``mqtt.topic_prefix``):
 Statuses are published with QoS 1.
 
 Delivery. :meth:`MqttPublisher.publish_message` never blocks: the message goes into
-the :class:`~gateway.outbox.Outbox` (bounded; when full, the oldest message is dropped
+the :class:`~gateway.outputs.outbox.Outbox` (bounded; when full, the oldest message is dropped
 and counted). :meth:`MqttPublisher.run` publishes the outbox in order, one message at
 a time, and removes a message only once the broker has acknowledged it (PUBACK for QoS
 1, PUBCOMP for QoS 2; for QoS 0, once it is written to the socket). A message whose
@@ -65,10 +65,10 @@ import aiomqtt
 from aiomqtt.exceptions import MqttCodeError, MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.backoff import backoff
 from gateway.config import MqttConfig
-from gateway.metrics import GatewayMetrics
-from gateway.outbox import MemoryOutbox, OutboundMessage, Outbox
+from gateway.outputs.outbox import MemoryOutbox, OutboundMessage, Outbox
+from gateway.runtime.backoff import backoff
+from gateway.runtime.metrics import GatewayMetrics
 from protocol.errors import os_error_reason
 
 __all__ = ["GATEWAY", "OFFLINE", "ONLINE", "STATUS_QOS", "MqttPublisher"]

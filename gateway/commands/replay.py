@@ -10,6 +10,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from gateway.commands.decode import check_schema_options, schema_for
+from gateway.commands.progress import progress
+from gateway.commands.run import serve
 from gateway.config import (
     GatewayConfig,
     LoggingConfig,
@@ -18,13 +21,10 @@ from gateway.config import (
     WebSocketConfig,
     load_config,
 )
-from gateway.decode_command import check_schema_options, schema_for
 from gateway.dumps import DumpFormat, InputError, open_dump
 from gateway.logs import configure_logging
-from gateway.progress import progress
-from gateway.replay import ReplaySource
-from gateway.run_command import serve
-from gateway.runtime import Gateway
+from gateway.runtime.gateway import Gateway
+from gateway.runtime.replay import ReplaySource
 from protocol.capture import EXTENSION
 from protocol.config import DEFAULT_CATALOG, DEFAULT_PROFILE
 from protocol.errors import GatewayError

@@ -21,11 +21,11 @@ from typing import Any
 
 import orjson
 
-from gateway.decode_command import add_input_options, check_schema_options, schema_for
+from gateway.ci.golden import comparable, compare, format_differences
+from gateway.ci.junit import CaseResult, write_junit
+from gateway.commands.decode import add_input_options, check_schema_options, schema_for
+from gateway.commands.progress import progress
 from gateway.dumps import DumpFormat, decode_dump, open_dump
-from gateway.golden import comparable, compare, format_differences
-from gateway.junit import CaseResult, write_junit
-from gateway.progress import progress
 from gateway.records import dumps
 from protocol.decoder import StreamDecoder
 from protocol.errors import GatewayError, os_error_reason
