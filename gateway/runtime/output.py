@@ -4,7 +4,8 @@ The gateway holds a list of outputs and knows none of them by name. It hands eac
 every published message and every device status change, runs each one in its task
 group, asks each one for room before a replay hurries on, shows each one's health, and
 closes each one by a deadline at shutdown. An output is built from the gateway's
-configuration by a factory listed in :mod:`gateway.outputs.registry`.
+configuration by a factory; the command that runs the gateway passes the factories
+(:data:`gateway.outputs.registry.OUTPUTS`), so the runtime imports no output.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.config import GatewayConfig
-from gateway.runtime.journal import Published
+from gateway.runtime.http import HttpEndpoints
+from gateway.runtime.journal import Journal, Published
 from gateway.runtime.metrics import GatewayMetrics
 from gateway.runtime.status import DeviceStatus
 from protocol.schema import Schema
@@ -84,6 +86,10 @@ class OutputContext:
     config_path: Path | None
     """The configuration file, for errors that name it (None: built in code)."""
     metrics: GatewayMetrics
+    journal: Journal
+    """Numbers and history: what a resuming client asks for."""
+    http: HttpEndpoints
+    """``/healthz`` and ``/metrics``, for a server that listens on the HTTP port."""
     schemas: Mapping[str, Schema]
     """Each device's schema, by device name."""
     hello: Callable[[], dict[str, Any]]
