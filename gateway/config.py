@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from protocol.config import validate
+from protocol.config import is_file_reference, validate
 from protocol.errors import ConfigError, os_error_reason
 from protocol.model import ConfigDocument, InvalidKeyError, StrictModel, first_duplicate
 
 __all__ = [
     "CaptureConfig",
+    "FileConfig",
     "GatewayConfig",
     "LoggingConfig",
     "MqttConfig",
@@ -67,6 +68,11 @@ class SerialSourceConfig(_Source):
 
     flow_control: Literal["none", "rtscts", "xonxoff"] = "none"
 
+    @property
+    def where(self) -> str:
+        """Where the device is: the port's path."""
+        return self.path
+
 
 class TcpSourceConfig(_Source):
     """A serial port behind a TCP server (ser2net and the like)."""
@@ -74,6 +80,12 @@ class TcpSourceConfig(_Source):
     type: Literal["tcp"] = "tcp"
     host: str
     port: Port
+
+    @property
+    def where(self) -> str:
+        """Where the device is: ``host:port`` (``[host]:port`` for an IPv6 address)."""
+        host = self.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
 
 class ReplaySourceConfig(_Source):
@@ -86,6 +98,12 @@ class ReplaySourceConfig(_Source):
     type: Literal["replay"] = "replay"
     paths: Annotated[tuple[str, ...], Field(min_length=1)]
     speed: Annotated[float, Field(gt=0)] | None = 1.0
+
+    @property
+    def where(self) -> str:
+        """The dumps, as given."""
+        paths = self.paths
+        return paths[0] if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
 
 
 SourceConfig = Annotated[
@@ -122,9 +140,9 @@ class WebSocketConfig(StrictModel):
 
 
 class MqttConfig(StrictModel):
-    """The MQTT broker the gateway publishes to."""
+    """The MQTT broker the gateway publishes to: off unless ``enabled`` is set."""
 
-    enabled: bool = True
+    enabled: bool = False
     host: str = "127.0.0.1"
     port: Port = 1883
     username: str | None = None
@@ -158,6 +176,21 @@ class CaptureConfig(StrictModel):
     """Seconds between attempts to resume a capture the disk refused."""
 
 
+class FileConfig(StrictModel):
+    """Every envelope (and device status) as one line of JSON in a file, rotated by size."""
+
+    path: str | None = None
+    """The file; None: the file output is off. Rotated files are ``<path>.1`` (newest) on."""
+    max_file_size: Annotated[int, Field(ge=4096)] = 64 * 1024 * 1024
+    """A file that would grow beyond this many bytes is rotated, and a new one begun."""
+    max_files: Annotated[int, Field(ge=0)] = 5
+    """Rotated files kept beside the current one; the oldest beyond this is deleted."""
+    buffer_size: Annotated[int, Field(ge=4096)] = 8 * 1024 * 1024
+    """Bytes of lines waiting for a slow disk; what does not fit is dropped (counted, logged)."""
+    statuses: bool = True
+    """Write device status changes too (``"type": "status"`` lines)."""
+
+
 class LoggingConfig(StrictModel):
     """Logs go to stderr."""
 
@@ -166,11 +199,14 @@ class LoggingConfig(StrictModel):
 
 
 class GatewayConfig(ConfigDocument):
-    """The whole gateway: sources in, WebSocket and MQTT out."""
+    """The whole gateway: sources in; WebSocket, MQTT and a file out."""
 
+    shutdown_timeout: Seconds = 5.0
+    """Seconds a shutdown may take, whatever the broker and the clients do."""
     sources: tuple[SourceConfig, ...] = ()
     websocket: WebSocketConfig = WebSocketConfig()
     mqtt: MqttConfig = MqttConfig()
+    file: FileConfig = FileConfig()
     capture: CaptureConfig = CaptureConfig()
     logging: LoggingConfig = LoggingConfig()
 
@@ -196,6 +232,16 @@ class GatewayConfig(ConfigDocument):
                 )
         return self
 
+    def require_sources(self) -> None:
+        """Raise ConfigError unless the configuration has at least one source."""
+        if not self.sources:
+            raise ConfigError(
+                self.source or "configuration",
+                "sources",
+                "no [[sources]]: the gateway needs at least one device to read "
+                "(see configs/gateway/ for examples)",
+            )
+
     def captures(self, device: str) -> bool:
         """Whether ``device``'s bytes are to be recorded."""
         capture = self.capture
@@ -203,7 +249,11 @@ class GatewayConfig(ConfigDocument):
 
 
 def load_config(path: str | Path) -> GatewayConfig:
-    """Read and validate a gateway configuration file; raise ConfigError naming the problem."""
+    """Read and validate a gateway configuration file; raise ConfigError naming the problem.
+
+    Relative paths in it (profiles, catalogs, the capture directory, the output file)
+    are relative to the file's folder, not to the current directory.
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -212,4 +262,32 @@ def load_config(path: str | Path) -> GatewayConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from exc
-    return validate(GatewayConfig, data, str(path))
+    return validate(GatewayConfig, _anchor_paths(data, Path(path).parent), str(path))
+
+
+def _anchor_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``data`` with its relative file paths made relative to ``folder`` instead."""
+
+    def anchored(value: object, *, reference: bool = False) -> object:
+        if not isinstance(value, str) or Path(value).is_absolute():
+            return value
+        if reference and not is_file_reference(value):  # a shipped name
+            return value
+        return str(folder / value)
+
+    sources = data.get("sources")
+    if isinstance(sources, list):
+        data["sources"] = [
+            {
+                key: anchored(value, reference=True) if key in ("profile", "catalog") else value
+                for key, value in source.items()
+            }
+            if isinstance(source, dict)
+            else source
+            for source in sources
+        ]
+    for section, key in (("capture", "directory"), ("file", "path")):
+        table = data.get(section)
+        if isinstance(table, dict) and key in table:
+            table[key] = anchored(table[key])
+    return data

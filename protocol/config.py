@@ -83,24 +83,49 @@ def _key_path(location: tuple[int | str, ...]) -> str:
     return path
 
 
-def _allowed_keys(model: type[BaseModel], location: tuple[int | str, ...]) -> list[str]:
-    """The keys the model at ``location`` (the parent of an unknown key) accepts."""
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models an annotation holds: ``Model``, ``tuple[Model, ...]``, ``A | B``."""
+    found: list[type[BaseModel]] = []
+    stack = [annotation]
+    while stack:
+        candidate = stack.pop(0)
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            found.append(candidate)
+        else:
+            stack.extend(typing.get_args(candidate))
+    return found
+
+
+def _tag(model: type[BaseModel]) -> object:
+    """The value of a tagged union member's ``type`` key (None when it has none)."""
+    field = model.model_fields.get("type")
+    return None if field is None else field.default
+
+
+def _walk(
+    model: type[BaseModel], location: tuple[int | str, ...]
+) -> tuple[tuple[int | str, ...], type[BaseModel] | None]:
+    """Follow pydantic's ``location`` through the models.
+
+    Return the key path as the file spells it (pydantic adds the tag of a tagged union,
+    ``sources[0].serial.path``, which the file does not have) and the model at its end
+    (None when it is not a model, or not known).
+    """
+    shown: list[int | str] = []
+    candidates = [model]
     for part in location:
         if isinstance(part, int):
+            shown.append(part)
             continue
-        field = model.model_fields.get(part)
-        if field is None:
-            return []
-        nested = [
-            candidate
-            for candidate in (field.annotation, *typing.get_args(field.annotation))
-            for candidate in (candidate, *typing.get_args(candidate))
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel)
-        ]
-        if not nested:
-            return []
-        model = nested[0]
-    return list(model.model_fields)
+        tagged = [each for each in candidates if len(candidates) > 1 and _tag(each) == part]
+        if tagged:
+            candidates = tagged
+            continue
+        shown.append(part)
+        current = candidates[0] if len(candidates) == 1 else None
+        field = current.model_fields.get(part) if current is not None else None
+        candidates = _models_in(field.annotation) if field is not None else []
+    return tuple(shown), candidates[0] if len(candidates) == 1 else None
 
 
 def validate(model: type[Document], data: dict[str, Any], source: str) -> Document:
@@ -114,7 +139,7 @@ def validate(model: type[Document], data: dict[str, Any], source: str) -> Docume
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-        location = tuple(part for part in error["loc"] if part != "[key]")
+        location, _ = _walk(model, tuple(part for part in error["loc"] if part != "[key]"))
         cause = error.get("ctx", {}).get("error")
         message = str(cause) if cause is not None else error["msg"]
         message = message[:1].lower() + message[1:]
@@ -126,8 +151,9 @@ def validate(model: type[Document], data: dict[str, Any], source: str) -> Docume
             location += (key,)
             message = f"expected one of {expected}" if expected else "required"
         elif error["type"] == "extra_forbidden":
-            allowed = _allowed_keys(model, location[:-1])
-            message = f"unknown key, expected one of {', '.join(allowed)}"
+            _, parent = _walk(model, tuple(error["loc"][:-1]))
+            allowed = list(parent.model_fields) if parent is not None else []
+            message = "unknown key" + (f", expected one of {', '.join(allowed)}" if allowed else "")
         elif error["type"] not in ("missing", "value_error") and "input" in error:
             message += f", got {error['input']!r}"
         raise ConfigError(source, _key_path(location) or "(top level)", message) from exc

@@ -23,6 +23,7 @@ from gateway.config import (
 )
 from gateway.dumps import DumpFormat, InputError, open_dump
 from gateway.logs import configure_logging
+from gateway.outputs.registry import OUTPUTS
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.replay import ReplaySource
 from protocol.capture import EXTENSION
@@ -109,7 +110,7 @@ def run_replay(arguments: argparse.Namespace) -> int:
     speed = None if arguments.fast else arguments.speed
     sources = _sources(arguments, speed)
     config = config.model_copy(update={"sources": tuple(sources)})
-    gateway = Gateway(config)
+    gateway = Gateway(config, OUTPUTS)
     asyncio.run(_replay(gateway, keep_serving=arguments.keep_serving))
     return 0
 

@@ -25,6 +25,7 @@ from gateway.config import (
     load_config,
 )
 from gateway.logs import configure_logging
+from gateway.outputs.registry import OUTPUTS
 from gateway.runtime.gateway import Gateway
 from protocol.errors import GatewayError
 from protocol.schema import load_schema
@@ -98,11 +99,12 @@ async def serve(
 def run_gateway(arguments: argparse.Namespace) -> int:
     """``tgw run``: load, validate, run."""
     config = load_config(arguments.config)
+    config.require_sources()
     if arguments.capture is not None:
         capture = config.capture.model_copy(update={"directory": arguments.capture})
         config = config.model_copy(update={"capture": capture})
     configure_logging(config.logging)
-    asyncio.run(serve(Gateway(config)))
+    asyncio.run(serve(Gateway(config, OUTPUTS)))
     return 0
 
 
@@ -150,4 +152,4 @@ async def _demo(config: GatewayConfig, link: Path) -> None:
         TruthWriter(None),
         announce=lambda where: logger.info("simulated device on %s", where),
     )
-    await serve(Gateway(config), ("simulator", simulator.run()))
+    await serve(Gateway(config, OUTPUTS), ("simulator", simulator.run()))

@@ -168,7 +168,8 @@ class CaptureWriter:
     # Life cycle.
 
     def start(self) -> None:
-        """Start the writing thread (the first file is opened by it)."""
+        """Start the writing thread. It opens the first file with the first record, so a
+        device that never connects leaves no file (and no directory) behind."""
         if self._thread is not None:
             raise RuntimeError("capture already started")
         self._thread = threading.Thread(
@@ -202,7 +203,6 @@ class CaptureWriter:
 
     def _write_loop(self) -> None:
         try:
-            self._resume()
             while True:
                 if self._suspended and not self._retry():  # only this thread sets it
                     if self._stopping:
@@ -326,13 +326,6 @@ class CaptureWriter:
             self._path or self.directory,
             self.config.retry_interval,
         )
-
-    def _resume(self) -> None:
-        """Open the first file; on failure, start suspended."""
-        try:
-            self._open_next()
-        except OSError as exc:
-            self._suspend(exc, 0)
 
     def _retry(self) -> bool:
         """While suspended: wait the retry interval, then try a new file. Say if it worked."""

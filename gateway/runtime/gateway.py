@@ -1,48 +1,45 @@
-"""The gateway: sources in, hub and MQTT out, in one TaskGroup.
+"""The gateway: sources in, outputs out, in one TaskGroup.
 
-:class:`Gateway` wires the parts and is the single place where a decoded frame goes
-on: it is the sources' sink (frames and device status), the WebSocket server's
-command sink, and the provider of the hello message and the health report.
+:class:`Gateway` builds the sources and the outputs from a validated configuration and
+is the single place a decoded frame goes on: it is the sources' sink (frames and device
+statuses), which it numbers in the :class:`~gateway.runtime.journal.Journal` and hands to
+every output; the command sink of the outputs that take commands; and the provider of
+the greeting and of ``/healthz``. It knows no output by name.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from gateway import __version__
 from gateway.config import GatewayConfig, ReplaySourceConfig, SourceConfig
-from gateway.outputs.mqtt import MqttPublisher
-from gateway.outputs.websocket import WebSocketServer
 from gateway.runtime.capture import CaptureWriter
 from gateway.runtime.envelope import Envelope
-from gateway.runtime.hub import Hub
+from gateway.runtime.http import HttpEndpoints, standalone_http_server
+from gateway.runtime.journal import Journal
 from gateway.runtime.metrics import GatewayMetrics
+from gateway.runtime.output import Output, OutputContext, OutputFactory
 from gateway.runtime.replay import ReplaySource
 from gateway.runtime.sources import Source, make_source
+from gateway.runtime.status import DeviceStatus
 from protocol.capture import CaptureHeader
 from protocol.catalog import Direction
 from protocol.encoder import FrameEncoder
 from protocol.errors import ConfigError, EncodeError, GatewayError
 from protocol.profile import HeaderRole
-from protocol.schema import Schema, load_schema
+from protocol.config import load_catalog, load_profile
+from protocol.schema import Schema, compile_schema
 
 __all__ = ["CommandError", "Gateway"]
 
 logger = logging.getLogger(__name__)
 
-DEVICE_STATUS_TOPIC = "status"
-"""The last level of ``<prefix>/<device>/status``: no message may be called so."""
-
 COMMAND_WRITE_SECONDS = 5.0
 """How long a command may wait for the device's link (a stuck flow control) before failing."""
-
-ROOM_POLL_SECONDS = 0.05
-"""How often a replay that waits for MQTT's queue to drain looks again."""
-
-SHUTDOWN_FLUSH_SECONDS = 5.0
-"""How long a shutdown waits for MQTT to take what is queued."""
 
 
 class CommandError(GatewayError):
@@ -50,90 +47,80 @@ class CommandError(GatewayError):
 
 
 class Gateway:
-    """One gateway. Build it from a validated config, then ``await run(stop)``."""
+    """One gateway. Build it from a validated config and the output factories to try
+    (:data:`gateway.outputs.registry.OUTPUTS`), then ``await run(stop)``.
 
-    def __init__(self, config: GatewayConfig) -> None:
+    Raise :class:`~protocol.errors.ConfigError` naming the configuration file and key
+    when a source's profile or catalog cannot be loaded, or an output refuses the
+    configuration.
+    """
+
+    def __init__(self, config: GatewayConfig, outputs: Sequence[OutputFactory]) -> None:
         self.config = config
         self.metrics = GatewayMetrics()
-        self.hub = Hub(history=config.websocket.history, metrics=self.metrics)
-        schemas: dict[tuple[str, str], Schema] = {}
+        self.journal = Journal(history=config.websocket.history)
+        self.schemas = _load_schemas(config)
         self.sources: dict[str, Source] = {}
         self._encoders: dict[str, FrameEncoder] = {}
         self._command_sequence: dict[str, int] = {}
-        for index, source_config in enumerate(config.sources):
-            key = (source_config.profile, source_config.catalog)
-            if key not in schemas:
-                schemas[key] = load_schema(*key)
-            schema = schemas[key]
-            if DEVICE_STATUS_TOPIC in schema.names:
-                raise ConfigError(
-                    config.source,
-                    f"sources[{index}].catalog",
-                    f"catalog {schema.catalog.name!r} has a message called "
-                    f"{DEVICE_STATUS_TOPIC!r}, whose topic would be the device's online status "
-                    f"(<prefix>/{source_config.device}/{DEVICE_STATUS_TOPIC}); rename the message",
-                )
-            source = self.sources[source_config.device] = _make_source(
-                source_config, schema, self.metrics, self
-            )
-            if isinstance(source, ReplaySource):
-                source.room = self.room_for_more
-            elif config.captures(source.device):
-                source.capture = CaptureWriter(
-                    config.capture,
-                    CaptureHeader(
-                        source=source.device,
-                        profile=source_config.profile,
-                        catalog=source_config.catalog,
-                        kind=source.kind,
-                        where=source.where,
-                    ),
-                    self.metrics,
-                )
+        for source_config in config.sources:
+            schema = self.schemas[source_config.device]
+            self.sources[source_config.device] = self._make_source(source_config, schema)
             self._encoders[source_config.device] = FrameEncoder(schema)
-            self.metrics.device_online.labels(source_config.device).set(0)
-        self.mqtt = MqttPublisher(config.mqtt, self.metrics) if config.mqtt.enabled else None
-        self.websocket = (
-            WebSocketServer(
-                config.websocket,
-                self.hub,
-                self.metrics,
-                hello=self.hello,
-                health=self.health,
-                commands=self,
-            )
-            if config.websocket.enabled
-            else None
+        self.http = HttpEndpoints(health=self.health, metrics=self.metrics)
+        context = OutputContext(
+            config=config,
+            config_path=Path(config.source) if config.source != "<memory>" else None,
+            metrics=self.metrics,
+            journal=self.journal,
+            http=self.http,
+            schemas=self.schemas,
+            hello=self.hello,
+            commands=self,
         )
+        self.outputs: list[Output] = [
+            output for factory in outputs if (output := factory(context)) is not None
+        ]
+        self._http_server = standalone_http_server(config, self.http)
         self.started = asyncio.Event()
+
+    def _make_source(self, config: SourceConfig, schema: Schema) -> Source:
+        if isinstance(config, ReplaySourceConfig):
+            return ReplaySource(config, schema, self.metrics, self, room=self.wait_for_room)
+        capture = None
+        if self.config.captures(config.device):
+            capture = CaptureWriter(
+                self.config.capture,
+                CaptureHeader(
+                    source=config.device,
+                    profile=config.profile,
+                    catalog=config.catalog,
+                    kind=config.type,
+                    where=config.where,
+                ),
+                self.metrics,
+            )
+        return make_source(config, schema, self.metrics, self, capture=capture)
 
     # The sources' sink.
 
     def frame(self, envelope: Envelope) -> None:
-        """A decoded frame: number it, fan it out to WebSocket subscribers and MQTT."""
-        published = self.hub.publish(envelope)
-        if self.mqtt is not None:
-            self.mqtt.publish_message(published.topic, published.payload)
+        """A decoded frame: number it and hand it to every output."""
+        published = self.journal.append(envelope)
+        for output in self.outputs:
+            output.deliver(published)
 
-    def status(self, device: str, online: bool, reason: str) -> None:
-        """A device came online or went offline: tell subscribers and the broker."""
-        self.hub.publish_status(device, online, reason)
-        if self.mqtt is not None:
-            self.mqtt.set_device_status(device, online)
+    def status(self, status: DeviceStatus) -> None:
+        """A device came online or went offline: keep it and tell every output."""
+        self.journal.record_status(status)
+        for output in self.outputs:
+            output.device_status(status)
 
-    async def room_for_more(self) -> None:
-        """Wait while MQTT's queue is more than half full (a replay as fast as possible)."""
-        mqtt = self.mqtt
-        if mqtt is None:
-            await asyncio.sleep(0)
-            return
-        capacity = self.config.mqtt.queue_size
-        if len(mqtt.outbox) <= capacity // 2:
-            await asyncio.sleep(0)
-            return
-        logger.debug("replay waits for MQTT: %d messages queued", len(mqtt.outbox))
-        while len(mqtt.outbox) > capacity // 4:
-            await asyncio.sleep(ROOM_POLL_SECONDS)
+    async def wait_for_room(self) -> None:
+        """Return once every output can take more (a replay played as fast as possible)."""
+        for output in self.outputs:
+            await output.wait_for_room()
+        await asyncio.sleep(0)  # let the outputs and clients run
 
     # The WebSocket server's command sink.
 
@@ -171,75 +158,49 @@ class Gateway:
     # What clients see.
 
     def hello(self) -> dict[str, Any]:
-        """The greeting a WebSocket client gets: version, devices, their messages and fields."""
-        statuses = self.hub.statuses()
+        """The greeting a client gets: version, devices, their messages and fields."""
+        statuses = self.journal.statuses()
         devices = []
         catalogs: dict[str, list[dict[str, Any]]] = {}
-        for device, source in self.sources.items():
-            schema = source.schema
+        for device, schema in self.schemas.items():
+            status = statuses.get(device)
             devices.append(
                 {
                     "device": device,
-                    "online": bool(statuses.get(device, {}).get("online", False)),
+                    "online": status is not None and status.online,
                     "profile": schema.profile.name,
                     "catalog": schema.catalog.name,
                 }
             )
-            catalogs.setdefault(
-                schema.catalog.name,
-                [
-                    {
-                        "message": message.name,
-                        "cmd": message.cmd,
-                        "direction": message.direction.value,
-                        "fields": [
-                            {
-                                key: value
-                                for key, value in (
-                                    ("name", field.name),
-                                    ("type", field.type.value),
-                                    ("unit", field.unit),
-                                    ("count", field.count),
-                                )
-                                if value is not None
-                            }
-                            for field in message.fields
-                        ],
-                    }
-                    for message in schema.catalog.messages
-                ],
-            )
+            catalogs.setdefault(schema.catalog.name, _catalog_record(schema))
         return {"type": "hello", "version": __version__, "devices": devices, "catalogs": catalogs}
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """HTTP status and body of ``/healthz``: 200 while running, with each part's state."""
         running = self.started.is_set()
-        body = {
+        body: dict[str, Any] = {
             "status": "ok" if running else "starting",
             "version": __version__,
+            "last_seq": self.journal.last_seq,
             "sources": [source.state() for source in self.sources.values()],
-            "mqtt": self.mqtt.state() if self.mqtt is not None else {"enabled": False},
-            "websocket": {
-                "clients": int(
-                    self.metrics.registry.get_sample_value("tgw_websocket_clients") or 0
-                ),
-                "last_seq": self.hub.last_seq,
-            },
+            "outputs": {output.name: dict(output.health()) for output in self.outputs},
         }
         return (200 if running else 503), body
 
     # Running.
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set, then shut down gracefully.
+        """Run until ``stop`` is set, then shut down within ``shutdown_timeout`` seconds.
 
-        Shutdown: stop reading the devices, say goodbye on MQTT (device and gateway
-        status offline, what is queued flushed within a few seconds), close WebSocket
-        clients with 1001 "going away".
+        Shutdown: stop reading the devices (each is reported offline), then every output
+        closes by the same deadline (MQTT says goodbye and flushes, WebSocket clients
+        get 1001 "going away"), whatever the broker and the clients do.
         """
+        for output in self.outputs:
+            await output.start()
+        if self._http_server is not None:
+            await self._http_server.start()
         async with asyncio.TaskGroup() as tasks:
-            if self.websocket is not None:
-                await self.websocket.start()
             captures = [source.capture for source in self.sources.values() if source.capture]
             for capture in captures:
                 capture.start()
@@ -247,39 +208,78 @@ class Gateway:
                 tasks.create_task(source.run(), name=f"source {device}")
                 for device, source in self.sources.items()
             ]
-            publisher = (
-                tasks.create_task(self.mqtt.run(), name="mqtt") if self.mqtt is not None else None
-            )
+            runners = [
+                tasks.create_task(output.run(), name=f"output {output.name}")
+                for output in self.outputs
+            ]
             self.started.set()
-            websocket, mqtt = self.config.websocket, self.config.mqtt
             logger.info(
-                "gateway running: %d source(s), websocket %s, mqtt %s",
+                "gateway running: %d source(s); outputs: %s",
                 len(self.sources),
-                f"on {websocket.host}:{self.websocket.port}" if self.websocket else "off",
-                f"to {mqtt.host}:{mqtt.port}" if self.mqtt else "off",
+                ", ".join(output.name for output in self.outputs) or "none",
             )
             await stop.wait()
-            logger.info("shutting down")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.config.shutdown_timeout
+            logger.info("shutting down (within %g s)", self.config.shutdown_timeout)
             for reader in readers:  # each reports its device offline as it stops
                 reader.cancel()
-            await asyncio.wait(readers)
+            if readers:
+                await asyncio.wait(readers)
             for capture in captures:
                 await capture.close()
-            if self.mqtt is not None:
-                await self.mqtt.close(timeout=SHUTDOWN_FLUSH_SECONDS)
-            if self.websocket is not None:
-                await self.websocket.close()
-            if publisher is not None:
-                publisher.cancel()
+            await asyncio.gather(*(output.close(deadline) for output in self.outputs))
+            if self._http_server is not None:
+                await self._http_server.close()
+            for runner in runners:
+                runner.cancel()
         logger.info("gateway stopped")
 
 
-def _make_source(
-    config: SourceConfig,
-    schema: Schema,
-    metrics: GatewayMetrics,
-    sink: Gateway,
-) -> Source:
-    if isinstance(config, ReplaySourceConfig):
-        return ReplaySource(config, schema, metrics, sink)
-    return make_source(config, schema, metrics, sink)
+def _load_schemas(config: GatewayConfig) -> dict[str, Schema]:
+    """Each source's schema, by device; a schema is compiled once however many use it.
+
+    A profile or catalog that cannot be loaded is a ConfigError naming the configuration
+    file and the source's key, then the profile's or catalog's own problem.
+    """
+    compiled: dict[tuple[str, str], Schema] = {}
+    schemas: dict[str, Schema] = {}
+    for index, source in enumerate(config.sources):
+        key = (source.profile, source.catalog)
+        if key not in compiled:
+            try:
+                profile = load_profile(source.profile)
+            except ConfigError as exc:
+                raise ConfigError(config.source, f"sources[{index}].profile", str(exc)) from exc
+            try:
+                catalog = load_catalog(source.catalog)
+            except ConfigError as exc:
+                raise ConfigError(config.source, f"sources[{index}].catalog", str(exc)) from exc
+            compiled[key] = compile_schema(profile, catalog)
+        schemas[source.device] = compiled[key]
+    return schemas
+
+
+def _catalog_record(schema: Schema) -> list[dict[str, Any]]:
+    """A catalog's messages and fields, as the greeting shows them."""
+    return [
+        {
+            "message": message.name,
+            "cmd": message.cmd,
+            "direction": message.direction.value,
+            "fields": [
+                {
+                    key: value
+                    for key, value in (
+                        ("name", field.name),
+                        ("type", field.type.value),
+                        ("unit", field.unit),
+                        ("count", field.count),
+                    )
+                    if value is not None
+                }
+                for field in message.fields
+            ],
+        }
+        for message in schema.catalog.messages
+    ]

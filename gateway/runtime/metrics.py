@@ -1,8 +1,8 @@
 """The gateway's metrics, in Prometheus form (served at ``/metrics``).
 
 Each :class:`GatewayMetrics` has its own registry, so several gateways (in tests) do
-not share counters. Every part of the gateway gets the instance and updates the
-metrics named here; nothing else defines metrics.
+not share counters. Every part of the runtime gets the instance and updates the
+metrics named here; an output defines its own on :attr:`GatewayMetrics.registry`.
 """
 
 from __future__ import annotations
