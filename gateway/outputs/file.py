@@ -270,7 +270,5 @@ class JsonLinesFile:
 
 
 def _rename_if_exists(source: Path, target: Path) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.replace(source, target)
-    except FileNotFoundError:
-        pass

@@ -28,10 +28,10 @@ from gateway.runtime.sources import Source, make_source
 from gateway.runtime.status import DeviceStatus
 from protocol.capture import CaptureHeader
 from protocol.catalog import Direction
+from protocol.config import load_catalog, load_profile
 from protocol.encoder import FrameEncoder
 from protocol.errors import ConfigError, EncodeError, GatewayError
 from protocol.profile import HeaderRole
-from protocol.config import load_catalog, load_profile
 from protocol.schema import Schema, compile_schema
 
 __all__ = ["CommandError", "Gateway"]
