@@ -96,6 +96,7 @@ host = "127.0.0.1"
 port = {ws_port}
 
 [mqtt]
+enabled = true
 host = "127.0.0.1"
 port = {mqtt_port}
 topic_prefix = "tgw"
