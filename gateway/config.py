@@ -29,9 +29,6 @@ __all__ = [
     "load_config",
 ]
 
-RESERVED_DEVICE = "gateway"
-"""Not a device name: ``<prefix>/gateway/status`` is the gateway's own MQTT status topic."""
-
 Port = Annotated[int, Field(ge=0, le=65535)]
 Seconds = Annotated[float, Field(gt=0)]
 
@@ -67,6 +64,11 @@ class SerialSourceConfig(_Source):
 
     flow_control: Literal["none", "rtscts", "xonxoff"] = "none"
 
+    @property
+    def where(self) -> str:
+        """Where the device is: the port's path."""
+        return self.path
+
 
 class TcpSourceConfig(_Source):
     """A serial port behind a TCP server (ser2net and the like)."""
@@ -74,6 +76,12 @@ class TcpSourceConfig(_Source):
     type: Literal["tcp"] = "tcp"
     host: str
     port: Port
+
+    @property
+    def where(self) -> str:
+        """Where the device is: ``host:port`` (``[host]:port`` for an IPv6 address)."""
+        host = self.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
 
 class ReplaySourceConfig(_Source):
@@ -86,6 +94,12 @@ class ReplaySourceConfig(_Source):
     type: Literal["replay"] = "replay"
     paths: Annotated[tuple[str, ...], Field(min_length=1)]
     speed: Annotated[float, Field(gt=0)] | None = 1.0
+
+    @property
+    def where(self) -> str:
+        """The dumps, as given."""
+        paths = self.paths
+        return paths[0] if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
 
 
 SourceConfig = Annotated[
@@ -177,12 +191,6 @@ class GatewayConfig(ConfigDocument):
     @model_validator(mode="after")
     def _unique_devices(self) -> GatewayConfig:
         names = [source.device for source in self.sources]
-        if RESERVED_DEVICE in names:
-            raise InvalidKeyError(
-                ("sources", names.index(RESERVED_DEVICE), "device"),
-                f"{RESERVED_DEVICE!r} is reserved: <prefix>/{RESERVED_DEVICE}/status is the "
-                "gateway's own status topic",
-            )
         duplicate = first_duplicate(list(names))
         if duplicate is not None:
             raise InvalidKeyError(

@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 from gateway import __version__
 from gateway.config import GatewayConfig, ReplaySourceConfig, SourceConfig
-from gateway.outputs.mqtt import MqttPublisher
+from gateway.outputs import mqtt
 from gateway.outputs.websocket import WebSocketServer
 from gateway.runtime.capture import CaptureWriter
 from gateway.runtime.envelope import Envelope
+from gateway.runtime.http import HttpEndpoints
 from gateway.runtime.hub import Hub
+from gateway.runtime.journal import Journal, Published
 from gateway.runtime.metrics import GatewayMetrics
+from gateway.runtime.output import OutputContext
 from gateway.runtime.replay import ReplaySource
 from gateway.runtime.sources import Source, make_source
+from gateway.runtime.status import DeviceStatus
 from protocol.capture import CaptureHeader
 from protocol.catalog import Direction
 from protocol.encoder import FrameEncoder
-from protocol.errors import ConfigError, EncodeError, GatewayError
+from protocol.errors import EncodeError, GatewayError
 from protocol.profile import HeaderRole
 from protocol.schema import Schema, load_schema
 
@@ -32,14 +37,8 @@ __all__ = ["CommandError", "Gateway"]
 
 logger = logging.getLogger(__name__)
 
-DEVICE_STATUS_TOPIC = "status"
-"""The last level of ``<prefix>/<device>/status``: no message may be called so."""
-
 COMMAND_WRITE_SECONDS = 5.0
 """How long a command may wait for the device's link (a stuck flow control) before failing."""
-
-ROOM_POLL_SECONDS = 0.05
-"""How often a replay that waits for MQTT's queue to drain looks again."""
 
 SHUTDOWN_FLUSH_SECONDS = 5.0
 """How long a shutdown waits for MQTT to take what is queued."""
@@ -57,42 +56,29 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.hub = Hub(history=config.websocket.history, metrics=self.metrics)
         schemas: dict[tuple[str, str], Schema] = {}
+        self.schemas: dict[str, Schema] = {}
         self.sources: dict[str, Source] = {}
         self._encoders: dict[str, FrameEncoder] = {}
         self._command_sequence: dict[str, int] = {}
-        for index, source_config in enumerate(config.sources):
+        for source_config in config.sources:
             key = (source_config.profile, source_config.catalog)
             if key not in schemas:
                 schemas[key] = load_schema(*key)
-            schema = schemas[key]
-            if DEVICE_STATUS_TOPIC in schema.names:
-                raise ConfigError(
-                    config.source,
-                    f"sources[{index}].catalog",
-                    f"catalog {schema.catalog.name!r} has a message called "
-                    f"{DEVICE_STATUS_TOPIC!r}, whose topic would be the device's online status "
-                    f"(<prefix>/{source_config.device}/{DEVICE_STATUS_TOPIC}); rename the message",
-                )
-            source = self.sources[source_config.device] = _make_source(
-                source_config, schema, self.metrics, self
-            )
-            if isinstance(source, ReplaySource):
-                source.room = self.room_for_more
-            elif config.captures(source.device):
-                source.capture = CaptureWriter(
-                    config.capture,
-                    CaptureHeader(
-                        source=source.device,
-                        profile=source_config.profile,
-                        catalog=source_config.catalog,
-                        kind=source.kind,
-                        where=source.where,
-                    ),
-                    self.metrics,
-                )
+            schema = self.schemas[source_config.device] = schemas[key]
+            self.sources[source_config.device] = self._make_source(source_config, schema)
             self._encoders[source_config.device] = FrameEncoder(schema)
-            self.metrics.device_online.labels(source_config.device).set(0)
-        self.mqtt = MqttPublisher(config.mqtt, self.metrics) if config.mqtt.enabled else None
+        self.mqtt = mqtt.build(
+            OutputContext(
+                config=config,
+                config_path=Path(config.source) if config.source != "<memory>" else None,
+                metrics=self.metrics,
+                journal=Journal(history=0),
+                http=HttpEndpoints(health=self.health, metrics=self.metrics),
+                schemas=self.schemas,
+                hello=self.hello,
+                commands=self,
+            )
+        )
         self.websocket = (
             WebSocketServer(
                 config.websocket,
@@ -107,33 +93,43 @@ class Gateway:
         )
         self.started = asyncio.Event()
 
+    def _make_source(self, config: SourceConfig, schema: Schema) -> Source:
+        if isinstance(config, ReplaySourceConfig):
+            return ReplaySource(config, schema, self.metrics, self, room=self.wait_for_room)
+        capture = None
+        if self.config.captures(config.device):
+            capture = CaptureWriter(
+                self.config.capture,
+                CaptureHeader(
+                    source=config.device,
+                    profile=config.profile,
+                    catalog=config.catalog,
+                    kind=config.type,
+                    where=config.where,
+                ),
+                self.metrics,
+            )
+        return make_source(config, schema, self.metrics, self, capture=capture)
+
     # The sources' sink.
 
     def frame(self, envelope: Envelope) -> None:
         """A decoded frame: number it, fan it out to WebSocket subscribers and MQTT."""
         published = self.hub.publish(envelope)
         if self.mqtt is not None:
-            self.mqtt.publish_message(published.topic, published.payload)
+            self.mqtt.deliver(Published(published.envelope, published.payload))
 
-    def status(self, device: str, online: bool, reason: str) -> None:
+    def status(self, status: DeviceStatus) -> None:
         """A device came online or went offline: tell subscribers and the broker."""
-        self.hub.publish_status(device, online, reason)
+        self.hub.publish_status(status.device, status.online, status.reason)
         if self.mqtt is not None:
-            self.mqtt.set_device_status(device, online)
+            self.mqtt.device_status(status)
 
-    async def room_for_more(self) -> None:
-        """Wait while MQTT's queue is more than half full (a replay as fast as possible)."""
-        mqtt = self.mqtt
-        if mqtt is None:
-            await asyncio.sleep(0)
-            return
-        capacity = self.config.mqtt.queue_size
-        if len(mqtt.outbox) <= capacity // 2:
-            await asyncio.sleep(0)
-            return
-        logger.debug("replay waits for MQTT: %d messages queued", len(mqtt.outbox))
-        while len(mqtt.outbox) > capacity // 4:
-            await asyncio.sleep(ROOM_POLL_SECONDS)
+    async def wait_for_room(self) -> None:
+        """Return once the outputs can take more (a replay played as fast as possible)."""
+        if self.mqtt is not None:
+            await self.mqtt.wait_for_room()
+        await asyncio.sleep(0)  # let the outputs and clients run
 
     # The WebSocket server's command sink.
 
@@ -218,7 +214,7 @@ class Gateway:
             "status": "ok" if running else "starting",
             "version": __version__,
             "sources": [source.state() for source in self.sources.values()],
-            "mqtt": self.mqtt.state() if self.mqtt is not None else {"enabled": False},
+            "mqtt": dict(self.mqtt.health()) if self.mqtt is not None else {"enabled": False},
             "websocket": {
                 "clients": int(
                     self.metrics.registry.get_sample_value("tgw_websocket_clients") or 0
@@ -266,20 +262,10 @@ class Gateway:
             for capture in captures:
                 await capture.close()
             if self.mqtt is not None:
-                await self.mqtt.close(timeout=SHUTDOWN_FLUSH_SECONDS)
+                deadline = asyncio.get_running_loop().time() + SHUTDOWN_FLUSH_SECONDS
+                await self.mqtt.close(deadline)
             if self.websocket is not None:
                 await self.websocket.close()
             if publisher is not None:
                 publisher.cancel()
         logger.info("gateway stopped")
-
-
-def _make_source(
-    config: SourceConfig,
-    schema: Schema,
-    metrics: GatewayMetrics,
-    sink: Gateway,
-) -> Source:
-    if isinstance(config, ReplaySourceConfig):
-        return ReplaySource(config, schema, metrics, sink)
-    return make_source(config, schema, metrics, sink)

@@ -18,6 +18,7 @@ import logging
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from itertools import count
 
@@ -27,6 +28,7 @@ from gateway.config import MqttConfig
 from gateway.outputs.mqtt import MqttPublisher
 from gateway.outputs.outbox import MemoryOutbox, OutboundMessage, Outbox
 from gateway.runtime.metrics import GatewayMetrics
+from gateway.runtime.status import DeviceStatus
 from tests.gateway.broker import (
     GUARD,
     POLL,
@@ -68,6 +70,14 @@ def queue_depth(metrics: GatewayMetrics) -> float:
 
 def dropped(metrics: GatewayMetrics) -> float:
     return sample(metrics, "tgw_mqtt_dropped_total", reason="queue_full")
+
+
+def status(device: str, online: bool) -> DeviceStatus:
+    return DeviceStatus(device, online, "connected" if online else "source stopped", time.time())
+
+
+def connected(publisher: MqttPublisher) -> bool:
+    return bool(publisher.health()["connected"])
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:
@@ -199,7 +209,7 @@ def test_messages_arrive_in_order_with_the_configured_qos_and_retain(
     async def scenario() -> None:
         with Subscriber(mosquitto, f"{PREFIX}/#") as live:
             async with running(publisher):
-                publisher.set_device_status("node-1", True)
+                publisher.device_status(status("node-1", True))
                 for topic, payload in MESSAGES:
                     publisher.publish_message(topic, payload)
                 got = await live.wait_until_async(
@@ -207,7 +217,7 @@ def test_messages_arrive_in_order_with_the_configured_qos_and_retain(
                 )
                 assert [(m.topic, m.payload) for m in data(got)] == expected
                 assert {(m.qos, m.retain) for m in data(got)} == {(qos, False)}
-                await until(lambda: not publisher.outbox, "the outbox empty")
+                await until(lambda: queue_depth(metrics) == 0, "the outbox empty")
                 assert published(metrics) == len(expected)
                 assert queue_depth(metrics) == 0
 
@@ -238,20 +248,20 @@ def test_device_status_is_retained_and_only_the_latest_counts(
     publisher = MqttPublisher(config(mosquitto.port), GatewayMetrics())
 
     async def scenario() -> None:
-        publisher.set_device_status("node-1", True)  # before the connection
-        publisher.set_device_status("node-2", True)
-        publisher.set_device_status("node-2", False)
+        publisher.device_status(status("node-1", True))  # before the connection
+        publisher.device_status(status("node-2", True))
+        publisher.device_status(status("node-2", False))
         async with running(publisher):
             with Subscriber(mosquitto, f"{PREFIX}/+/status") as live:
                 await live.wait_until_async(
                     lambda ms: len(ms) >= 3, "three statuses (gateway, node-1, node-2)"
                 )
-                publisher.set_device_status("node-1", False)
-                publisher.set_device_status("node-3", True)
+                publisher.device_status(status("node-1", False))
+                publisher.device_status(status("node-3", True))
                 got = await live.wait_until_async(
                     lambda ms: any(m.topic.endswith("node-3/status") for m in ms), "node-3"
                 )
-            assert publisher.connected
+            assert connected(publisher)
         assert [(m.topic, m.payload) for m in got] == [
             (f"{PREFIX}/gateway/status", b"online"),
             (f"{PREFIX}/node-1/status", b"online"),
@@ -312,16 +322,16 @@ def test_close_says_offline_and_flushes_the_outbox(mosquitto: Mosquitto) -> None
     async def scenario() -> None:
         with Subscriber(mosquitto, f"{PREFIX}/+/environment") as live:
             async with running(publisher) as task:
-                publisher.set_device_status("node-1", True)
-                publisher.set_device_status("node-2", True)
-                await until(lambda: publisher.connected, "connected")
+                publisher.device_status(status("node-1", True))
+                publisher.device_status(status("node-2", True))
+                await until(lambda: connected(publisher), "connected")
                 for payload in offered:
                     publisher.publish_message("node-1/environment", payload)
-                await publisher.close(timeout=GUARD)
+                await publisher.close(asyncio.get_running_loop().time() + GUARD)
                 async with asyncio.timeout(GUARD):
                     await task  # run() returns after close()
-                assert not publisher.connected
-                assert publisher.state() == {
+                assert not connected(publisher)
+                assert dict(publisher.health()) == {
                     "connected": False,
                     "queue_depth": 0,
                     "published": 50,
@@ -349,9 +359,9 @@ def test_cancel_without_close_still_says_offline(mosquitto: Mosquitto) -> None:
     async def scenario() -> None:
         with Subscriber(mosquitto, f"{PREFIX}/+/status") as live:
             async with running(publisher):
-                publisher.set_device_status("node-1", True)
+                publisher.device_status(status("node-1", True))
                 await live.wait_until_async(lambda ms: len(ms) >= 2, "both statuses online")
-            assert not publisher.connected
+            assert not connected(publisher)
 
     asyncio.run(scenario())
     with Subscriber(mosquitto, f"{PREFIX}/+/status") as late:
@@ -368,11 +378,11 @@ def test_close_without_a_broker_returns(caplog: pytest.LogCaptureFixture) -> Non
     async def scenario() -> None:
         async with running(publisher) as task:
             publisher.publish_message("node-1/environment", b"{}")
-            await until(lambda: publisher.state()["last_error"] is not None, "an attempt")
-            await publisher.close(timeout=GUARD)
+            await until(lambda: publisher.health()["last_error"] is not None, "an attempt")
+            await publisher.close(asyncio.get_running_loop().time() + GUARD)
             async with asyncio.timeout(GUARD):
                 await task
-        assert len(publisher.outbox) == 1
+        assert publisher.health()["queue_depth"] == 1
 
     asyncio.run(scenario())
     assert "mqtt closed with 1 messages not published" in caplog.text
@@ -386,11 +396,11 @@ def test_a_refused_connection_says_why(caplog: pytest.LogCaptureFixture) -> None
 
         async def scenario() -> None:
             async with running(publisher):
-                await until(lambda: publisher.state()["last_error"] is not None, "an attempt")
-                assert not publisher.connected
+                await until(lambda: publisher.health()["last_error"] is not None, "an attempt")
+                assert not connected(publisher)
 
         asyncio.run(scenario())
-    assert publisher.state()["last_error"] == "refused by the broker: not authorized"
+    assert publisher.health()["last_error"] == "refused by the broker: not authorized"
     assert f"cannot connect to mqtt 127.0.0.1:{broker.port}: refused by the broker" in caplog.text
 
 
@@ -416,15 +426,15 @@ def test_broker_absent_at_start(caplog: pytest.LogCaptureFixture) -> None:
                         lambda: sample(metrics, "tgw_mqtt_reconnects_total") >= 2,
                         "two attempts after the first",
                     )
-                    assert not publisher.connected
+                    assert not connected(publisher)
                     assert sample(metrics, "tgw_mqtt_connected") == 0
-                    assert publisher.state()["last_error"] == "connection refused"
+                    assert publisher.health()["last_error"] == "connection refused"
                     assert queue_depth(metrics) == 30
                     assert published(metrics) == 0
 
                     broker.start()
                     await until(lambda: queue_depth(metrics) == 0, "the outbox drained")
-                    assert publisher.connected
+                    assert connected(publisher)
                     got = await sub.wait_until_async(lambda ms: len(ms) >= 30, "30 messages")
                     assert payloads(got) == offered
                     assert published(metrics) == 30
@@ -449,12 +459,12 @@ def test_broker_restart_mid_stream(caplog: pytest.LogCaptureFixture) -> None:
 
             async def scenario() -> None:
                 async with running(publisher):
-                    await until(lambda: publisher.connected, "connected")
+                    await until(lambda: connected(publisher), "connected")
                     for payload in offered[:150]:
                         publisher.publish_message("node-1/environment", payload)
                     await until(lambda: published(metrics) >= 20, "20 published")
                     broker.stop()  # with messages in flight and queued
-                    await until(lambda: not publisher.connected, "the loss noticed")
+                    await until(lambda: not connected(publisher), "the loss noticed")
                     for payload in offered[150:]:
                         publisher.publish_message("node-1/environment", payload)
                     assert published(metrics) + queue_depth(metrics) == 300
@@ -471,7 +481,7 @@ def test_broker_restart_mid_stream(caplog: pytest.LogCaptureFixture) -> None:
                     assert published(metrics) + queue_depth(metrics) + dropped(metrics) == 300
                     assert published(metrics) == 300
                     assert sample(metrics, "tgw_mqtt_reconnects_total") >= 1
-                    assert publisher.connected
+                    assert connected(publisher)
 
             asyncio.run(scenario())
 
@@ -493,11 +503,11 @@ def test_statuses_are_published_again_after_a_reconnect(
 
     async def scenario() -> None:
         async with running(publisher):
-            publisher.set_device_status("node-1", True)
+            publisher.device_status(status("node-1", True))
             with Subscriber(mosquitto, f"{PREFIX}/+/status") as sub:
                 await sub.wait_until_async(lambda ms: statuses(ms) == expected, "online")
             mosquitto.stop()  # without persistence: the retained statuses are gone
-            await until(lambda: not publisher.connected, "the loss noticed")
+            await until(lambda: not connected(publisher), "the loss noticed")
             mosquitto.start()
             with Subscriber(mosquitto, f"{PREFIX}/+/status") as sub:
                 await sub.wait_until_async(lambda ms: statuses(ms) == expected, "online again")
@@ -514,7 +524,8 @@ def test_full_outbox_drops_the_oldest_and_counts(caplog: pytest.LogCaptureFixtur
     caplog.set_level(logging.INFO, logger="gateway.outputs.mqtt")
     broker = Mosquitto()  # not started yet
     metrics = GatewayMetrics()
-    publisher = MqttPublisher(config(broker.port, queue_size=5), metrics)
+    outbox = MemoryOutbox(5)
+    publisher = MqttPublisher(config(broker.port, queue_size=5), metrics, outbox=outbox)
     offered = numbered(0, 12)
 
     async def scenario() -> None:
@@ -523,8 +534,8 @@ def test_full_outbox_drops_the_oldest_and_counts(caplog: pytest.LogCaptureFixtur
                 publisher.publish_message("node-1/environment", payload)
             assert dropped(metrics) == 7
             assert queue_depth(metrics) == 5
-            assert publisher.state()["dropped"] == 7
-            head = publisher.outbox.peek()
+            assert publisher.health()["dropped"] == 7
+            head = outbox.peek()
             assert head is not None
             assert head.payload == offered[7]
 
