@@ -21,14 +21,21 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from itertools import count
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gateway.config import MqttConfig
-from gateway.outputs.mqtt import MqttPublisher
+from gateway.config import GatewayConfig, MqttConfig, TcpSourceConfig
+from gateway.outputs.mqtt import MqttPublisher, build
 from gateway.outputs.outbox import MemoryOutbox, OutboundMessage, Outbox
+from gateway.runtime.http import HttpEndpoints
+from gateway.runtime.journal import Journal
 from gateway.runtime.metrics import GatewayMetrics
+from gateway.runtime.output import OutputContext
 from gateway.runtime.status import DeviceStatus
+from protocol.errors import ConfigError
+from protocol.schema import Schema, load_schema
 from tests.gateway.broker import (
     GUARD,
     POLL,
@@ -162,26 +169,6 @@ def test_outbox_refuses_what_it_cannot_do() -> None:
         MemoryOutbox(0)
     with pytest.raises(IndexError, match="empty outbox"):
         MemoryOutbox(1).pop()
-
-
-def test_outbox_wait_nonempty() -> None:
-    async def scenario() -> None:
-        outbox = MemoryOutbox(2)
-        outbox.put(item(1))
-        async with asyncio.timeout(GUARD):
-            await outbox.wait_nonempty()  # returns at once
-        outbox.pop()
-        async with asyncio.TaskGroup() as tasks:
-            waiter = tasks.create_task(outbox.wait_nonempty())
-            for _ in range(10):
-                await asyncio.sleep(0)
-            assert not waiter.done()
-            outbox.put(item(2))
-            async with asyncio.timeout(GUARD):
-                await waiter
-        assert len(outbox) == 1
-
-    asyncio.run(scenario())
 
 
 # -- publishing -------------------------------------------------------------------------
@@ -551,3 +538,110 @@ def test_full_outbox_drops_the_oldest_and_counts(caplog: pytest.LogCaptureFixtur
     full = [r for r in caplog.records if "outbox full" in r.getMessage()]
     assert [r.levelno for r in full] == [logging.WARNING]
     assert "7 messages were dropped while full" in caplog.text
+
+
+# -- the output: its factory, room for more, close by a deadline -------------------------
+
+
+class NoCommands:
+    async def send_command(self, device: str, message: str, fields: dict[str, Any]) -> None:
+        raise AssertionError("no commands here")
+
+
+def context(
+    schema: Schema, *devices: str, enabled: bool = True, path: Path | None = Path("gw.toml")
+) -> OutputContext:
+    metrics = GatewayMetrics()
+    sources = tuple(TcpSourceConfig(device=device, host="h", port=1) for device in devices)
+    return OutputContext(
+        config=GatewayConfig(sources=sources, mqtt=MqttConfig(enabled=enabled)),
+        config_path=path,
+        metrics=metrics,
+        journal=Journal(history=0),
+        http=HttpEndpoints(health=lambda: (200, {}), metrics=metrics),
+        schemas=dict.fromkeys(devices, schema),
+        hello=dict,
+        commands=NoCommands(),
+    )
+
+
+def test_build_makes_the_output_when_enabled(default_schema: Schema) -> None:
+    assert build(context(default_schema, "node-1", enabled=False)) is None
+    output = build(context(default_schema, "node-1"))
+    assert output is not None
+    assert output.name == "mqtt"
+    assert dict(output.health())["connected"] is False
+
+
+def test_build_refuses_a_device_called_gateway(default_schema: Schema) -> None:
+    with pytest.raises(ConfigError) as error:
+        build(context(default_schema, "node-1", "gateway"))
+    assert (error.value.source, error.value.key_path) == ("gw.toml", "sources[1].device")
+    assert "'gateway' is reserved" in error.value.problem
+    assert "<prefix>/gateway/status" in error.value.problem
+    assert build(context(default_schema, "gateway", enabled=False)) is None  # MQTT's rule
+
+
+def test_build_refuses_a_message_called_status(tmp_path: Path) -> None:
+    catalog = tmp_path / "clash.toml"
+    catalog.write_text('name = "clash"\n[[messages]]\ncmd = 1\nname = "status"\n', "utf-8")
+    with pytest.raises(ConfigError) as error:
+        build(context(load_schema("default", str(catalog)), "a"))
+    assert (error.value.source, error.value.key_path) == ("gw.toml", "sources[0].catalog")
+    assert error.value.problem == (
+        "catalog 'clash' has a message called 'status', whose topic would be the device's "
+        "online status (<prefix>/a/status); rename the message"
+    )
+
+
+def test_wait_for_room_waits_from_half_full_until_a_quarter() -> None:
+    broker = Mosquitto()  # not started yet
+    metrics = GatewayMetrics()
+    publisher = MqttPublisher(config(broker.port, queue_size=8), metrics)
+
+    async def scenario() -> None:
+        async with running(publisher):
+            for payload in numbered(0, 4):  # half full: room
+                publisher.publish_message("node-1/environment", payload)
+            async with asyncio.timeout(GUARD):
+                await publisher.wait_for_room()
+            publisher.publish_message("node-1/environment", b"one more")
+            waiting = asyncio.create_task(publisher.wait_for_room())
+            for _ in range(20):
+                await asyncio.sleep(POLL / 10)
+            assert not waiting.done()
+            broker.start()
+            async with asyncio.timeout(GUARD):
+                await waiting
+            assert publisher.health()["queue_depth"] <= 2
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        broker.close()
+
+
+async def stuck_broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Accept the connection (CONNACK), then acknowledge nothing, never hang up."""
+    await reader.read(2)
+    writer.write(b"\x20\x02\x00\x00")  # CONNACK, accepted
+    while await reader.read(4096):
+        pass
+
+
+def test_close_and_cancel_end_by_the_deadline_whatever_the_broker_does() -> None:
+    async def scenario() -> float:
+        server = await asyncio.start_server(stuck_broker, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            publisher = MqttPublisher(config(port), GatewayMetrics())
+            loop = asyncio.get_running_loop()
+            async with running(publisher):
+                await until(lambda: connected(publisher), "connected")
+                publisher.device_status(status("node-1", True))
+                publisher.publish_message("node-1/environment", b"{}")
+                started = loop.time()
+                await publisher.close(started + 1.0)
+            return loop.time() - started
+
+    assert asyncio.run(scenario()) < 1.5  # close() and then the cancel of run()
