@@ -95,11 +95,6 @@ class ReplaySource:
         return self.config.where
 
     @property
-    def online(self) -> bool:
-        """True from a frame until the captured link is lost or silent, or the replay ends."""
-        return self._session.online
-
-    @property
     def consumed(self) -> int:
         """Bytes of the dumps read so far, for progress bars."""
         current = self._current.consumed if self._current is not None else 0

@@ -278,11 +278,6 @@ class LinkSource:
         """True while the link is open (the device may still be silent)."""
         return self._writer is not None
 
-    @property
-    def online(self) -> bool:
-        """True from the first frame after a connect until the link is lost or goes silent."""
-        return self._session.online
-
     async def run(self) -> None:
         """Read the device until cancelled, reopening the link whenever it fails.
 

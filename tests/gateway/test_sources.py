@@ -200,7 +200,7 @@ def test_frames_arrive_as_envelopes_matching_the_ground_truth(
             async with running(source):
                 await asyncio.to_thread(process.wait)
                 # fwsim waits until its last bytes were read before it hangs up.
-                await sink.wait_until(lambda: not source.online and bool(sink.envelopes))
+                await sink.wait_until(lambda: not source.state()["online"] and bool(sink.envelopes))
                 assert sink.statuses[0] == (True, "connected")
                 assert sink.statuses[1][0] is False
                 assert sink.statuses[1][1].startswith("link lost: ")
@@ -368,7 +368,7 @@ def test_metrics_add_up_to_what_was_delivered_and_decoded(
             source, metrics = make(kind, where, default_schema, sink)
             async with running(source):
                 await asyncio.to_thread(process.wait)
-                await sink.wait_until(lambda: not source.online and bool(sink.envelopes))
+                await sink.wait_until(lambda: not source.state()["online"] and bool(sink.envelopes))
                 decoder = source.state()["decoder"]
 
         assert decoder["errors"]
