@@ -75,6 +75,7 @@ class ReplaySource:
             metrics,
             silence_timeout=config.silence_timeout,
             include_raw=config.include_raw,
+            logger=logger,
         )
         self._running = False
         self._consumed_before = 0

@@ -63,7 +63,11 @@ SessionEvent = Envelope | DeviceStatus
 
 
 class DeviceSession:
-    """One device's stream of bytes, decoded, and its liveness. Not thread-safe."""
+    """One device's stream of bytes, decoded, and its liveness. Not thread-safe.
+
+    Changes of state are logged to ``logger`` (the owner's, so that its lines say where
+    they come from).
+    """
 
     def __init__(
         self,
@@ -73,6 +77,7 @@ class DeviceSession:
         *,
         silence_timeout: float,
         include_raw: bool = False,
+        logger: logging.Logger = logger,
     ) -> None:
         if silence_timeout <= 0:
             raise ValueError(f"silence timeout of {silence_timeout} s, expected more than 0")
@@ -80,6 +85,7 @@ class DeviceSession:
         self._decoder = StreamDecoder(schema)
         self._silence_timeout = silence_timeout
         self._include_raw = include_raw
+        self._logger = logger
         self._metrics = metrics
         self._bytes_read = metrics.bytes_read.labels(device)
         self._bytes_skipped = metrics.bytes_skipped.labels(device)
@@ -190,5 +196,7 @@ class DeviceSession:
             return []
         self._online = online
         self._online_gauge.set(1 if online else 0)
-        logger.log(level, "%s: %s (%s)", self.device, "online" if online else "offline", reason)
+        self._logger.log(
+            level, "%s: %s (%s)", self.device, "online" if online else "offline", reason
+        )
         return [DeviceStatus(self.device, online, reason, time)]

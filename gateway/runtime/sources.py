@@ -246,6 +246,7 @@ class LinkSource:
             metrics,
             silence_timeout=config.silence_timeout,
             include_raw=config.include_raw,
+            logger=logger,
         )
         self._reconnect = Reconnect(
             config.device,

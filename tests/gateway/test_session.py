@@ -7,6 +7,7 @@ online and ``"-silent for 2 s"`` for it going offline (with the reason).
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -245,8 +246,8 @@ def test_metrics_count_what_the_session_saw(default_schema: Schema) -> None:
 def test_states_are_logged_once_per_change(
     default_schema: Schema, caplog: pytest.LogCaptureFixture
 ) -> None:
-    session = make_session(default_schema)
-    with caplog.at_level("INFO", logger="gateway.runtime.session"):
+    session = make_session(default_schema, logger=logging.getLogger("tests.session"))
+    with caplog.at_level("INFO", logger="tests.session"):
         session.receive(POWER + POWER, now=0, time=T0)
         session.tick(now=SILENCE, time=T0)
         session.tick(now=2 * SILENCE, time=T0)
