@@ -32,7 +32,7 @@ from gateway.outputs.outbox import MemoryOutbox, OutboundMessage, Outbox
 from gateway.runtime.http import HttpEndpoints
 from gateway.runtime.journal import Journal
 from gateway.runtime.metrics import GatewayMetrics
-from gateway.runtime.output import OutputContext
+from gateway.runtime.output import Output, OutputContext
 from gateway.runtime.status import DeviceStatus
 from protocol.errors import ConfigError
 from protocol.schema import Schema, load_schema
@@ -567,7 +567,7 @@ def context(
 
 def test_build_makes_the_output_when_enabled(default_schema: Schema) -> None:
     assert build(context(default_schema, "node-1", enabled=False)) is None
-    output = build(context(default_schema, "node-1"))
+    output: Output | None = build(context(default_schema, "node-1"))  # mypy: an Output
     assert output is not None
     assert output.name == "mqtt"
     assert dict(output.health())["connected"] is False
