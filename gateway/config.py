@@ -30,9 +30,6 @@ __all__ = [
     "load_config",
 ]
 
-RESERVED_DEVICE = "gateway"
-"""Not a device name: ``<prefix>/gateway/status`` is the gateway's own MQTT status topic."""
-
 Port = Annotated[int, Field(ge=0, le=65535)]
 Seconds = Annotated[float, Field(gt=0)]
 
@@ -213,12 +210,6 @@ class GatewayConfig(ConfigDocument):
     @model_validator(mode="after")
     def _unique_devices(self) -> GatewayConfig:
         names = [source.device for source in self.sources]
-        if RESERVED_DEVICE in names:
-            raise InvalidKeyError(
-                ("sources", names.index(RESERVED_DEVICE), "device"),
-                f"{RESERVED_DEVICE!r} is reserved: <prefix>/{RESERVED_DEVICE}/status is the "
-                "gateway's own status topic",
-            )
         duplicate = first_duplicate(list(names))
         if duplicate is not None:
             raise InvalidKeyError(

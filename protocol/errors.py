@@ -7,6 +7,7 @@ can fix: an invalid profile or catalog, or a message that cannot be encoded.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 __all__ = ["ConfigError", "EncodeError", "GatewayError", "ProtocolError", "os_error_reason"]
@@ -39,7 +40,23 @@ class ConfigError(GatewayError):
         super().__init__(f"{where}: {problem}")
 
 
-def os_error_reason(exc: OSError | UnicodeDecodeError) -> str:
-    """The reason of an I/O failure in lower case: "no such file or directory"."""
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return reason.lower()
+def os_error_reason(exc: BaseException) -> str:
+    """Why an I/O operation failed, in lower case: "no such file or directory", "timed out".
+
+    The errno says it best when there is one (asyncio's connect errors carry the address
+    in ``strerror``); else the OSError it wraps (pyserial puts the errno in its message);
+    pyserial's "returned no data" is a port that hung up. Anything else: its message.
+    """
+    if isinstance(exc, OSError):
+        if isinstance(exc.errno, int) and exc.errno > 0:
+            return os.strerror(exc.errno).lower()
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, OSError):
+            return os_error_reason(cause)
+        if "returned no data" in str(exc):
+            return "hung up"
+        if isinstance(exc, TimeoutError) and not str(exc):
+            return "timed out"
+        if exc.strerror:
+            return exc.strerror.lower()
+    return (str(exc) or type(exc).__name__).lower()

@@ -1,54 +1,11 @@
-"""The MQTT publisher: decoded messages and statuses out to a broker, buffered while it is away.
+"""The MQTT output: decoded messages and device statuses to a broker, buffered while it is away.
 
-Topics, under ``<prefix>`` (``mqtt.topic_prefix``):
-
-``<prefix>/<device>/<message>``
-    Every envelope (its JSON bytes), with the configured QoS and retain flag.
-``<prefix>/<device>/status``
-    ``online`` or ``offline``, retained: the latest per device, re-published after
-    every reconnect (a broker restarted without persistence has forgotten it).
-``<prefix>/gateway/status``
-    ``online``, retained, on every connect. The connection's last will is ``offline``,
-    retained, so subscribers learn when the gateway dies or its link does;
-    :meth:`MqttPublisher.close` publishes ``offline`` itself, because a clean
-    disconnect does not trigger the will.
-
-Statuses are published with QoS 1.
-
-Delivery. :meth:`MqttPublisher.publish_message` never blocks: the message goes into
-the :class:`~gateway.outputs.outbox.Outbox` (bounded; when full, the oldest message is dropped
-and counted). :meth:`MqttPublisher.run` publishes the outbox in order, one message at
-a time, and removes a message only once the broker has acknowledged it (PUBACK for QoS
-1, PUBCOMP for QoS 2; for QoS 0, once it is written to the socket). A message whose
-publish fails stays at the head and goes again after the reconnect: with QoS 1 or 2
-nothing is lost silently, and a subscriber may see a message twice (QoS 1, when the
-acknowledgement was lost with the connection). One message in flight at a time keeps
-the order but bounds the rate to one message per round trip to the broker.
-
-Device statuses are state, not events: only the latest per device matters. They are
-not in the outbox (an overflow cannot drop them) and go out ahead of queued messages.
-
-Metrics: ``tgw_mqtt_published`` counts outbox messages acknowledged by the broker
-(statuses are not counted, so published + queued + dropped = offered);
-``tgw_mqtt_publish_failures`` every publish (message or status) that failed or was
-cut short by a lost connection; ``tgw_mqtt_dropped{reason}`` messages given up:
-``queue_full`` (outbox overflow) or ``invalid`` (a topic or payload MQTT cannot
-carry); ``tgw_mqtt_reconnects`` the connection attempts after a failure or a loss.
-
-Why aiomqtt 2.x, that is paho driven by the event loop. paho's own ``loop_start()``
-runs the network in a thread of its own: its callbacks would run in that thread, every
-hand-over to the gateway would need a lock or ``call_soon_threadsafe``, and paho would
-keep unsent messages in an internal queue of its own, unbounded and out of sight.
-aiomqtt registers paho's socket with the running loop (``add_reader``/``add_writer``)
-and runs paho's keepalive housekeeping as a task: every callback runs on the loop
-thread, ``publish()`` is a coroutine that returns once the broker acknowledged the
-message, and cancelling works as for any coroutine. The one thread left is paho's
-blocking ``connect()`` (DNS and TCP), which aiomqtt runs in the default executor.
-
-Each connection gets a new aiomqtt client (so a new paho client): paho keeps the QoS
-1/2 messages it could not send and re-sends them after a reconnect of the *same*
-client, which would duplicate what the outbox retries. A fresh client per connection
-leaves the outbox the only queue.
+:class:`MqttPublisher` is an :class:`~gateway.runtime.output.Output` (``mqtt``), built
+by :func:`build` from ``[mqtt]``. What it publishes where, its delivery guarantees and
+its metrics are in docs/mqtt.md. The caller must know: :meth:`~MqttPublisher.deliver`
+never blocks (a full outbox drops its oldest message, counted); :meth:`~MqttPublisher.run`
+reconnects forever and returns only after :meth:`~MqttPublisher.close`, which says
+goodbye (every status ``offline``) and publishes what is queued until its deadline.
 """
 
 from __future__ import annotations
@@ -58,7 +15,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Mapping
 from typing import Any
 
 import aiomqtt
@@ -67,25 +24,37 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.config import MqttConfig
 from gateway.outputs.outbox import MemoryOutbox, OutboundMessage, Outbox
-from gateway.runtime.backoff import backoff
+from gateway.runtime.journal import Published
 from gateway.runtime.metrics import GatewayMetrics
-from protocol.errors import os_error_reason
+from gateway.runtime.output import OutputContext
+from gateway.runtime.reconnect import Reconnect, Wording
+from gateway.runtime.status import DeviceStatus
+from protocol.errors import ConfigError, os_error_reason
 
-__all__ = ["GATEWAY", "OFFLINE", "ONLINE", "STATUS_QOS", "MqttPublisher"]
+__all__ = ["GATEWAY", "OFFLINE", "ONLINE", "STATUS", "STATUS_QOS", "MqttPublisher", "build"]
 
 _log = logging.getLogger(__name__)
 _paho_log = logging.getLogger(f"{__name__}.paho")
 
 GATEWAY = "gateway"
-"""The name in ``<prefix>/gateway/status``, the topic of the gateway's own status."""
+"""The name in ``<prefix>/gateway/status``, the topic of the gateway's own status: no
+device may be called so."""
+STATUS = "status"
+"""The last level of ``<prefix>/<device>/status``: no message may be called so."""
 ONLINE = b"online"
 OFFLINE = b"offline"
 STATUS_QOS = 1
 
-_CLOSE_GRACE = 1.0
-"""Seconds close() waits beyond its timeout for the clean disconnect."""
+_DISCONNECT_SECONDS = 0.5
+"""Of the time close() has, what it keeps for the clean disconnect after the goodbye."""
 _CANCEL_GOODBYE = 1.0
-"""Seconds a cancelled run() spends publishing the offline statuses."""
+"""Seconds a run() cancelled without close() spends publishing the offline statuses."""
+
+_OUTAGE = Wording(
+    lost="mqtt connection to %(link)s lost: %(problem)s; reconnecting",
+    failed="cannot connect to mqtt %(link)s: %(problem)s; retrying",
+    failing="mqtt %(link)s still unreachable: %(problem)s",
+)
 
 _CODE_PREFIX = re.compile(r"^\[(?:errno|code:)\s*-?\d+\]\s*", re.IGNORECASE)
 
@@ -95,13 +64,46 @@ _DISCONNECT_REASONS = {
 }
 
 
+def build(context: OutputContext) -> MqttPublisher | None:
+    """The MQTT output of ``[mqtt]``, or None when it is not enabled.
+
+    Raise :class:`~protocol.errors.ConfigError` naming the configuration file and the
+    source's key when a device's topics would collide with a status topic: a device
+    called :data:`GATEWAY`, or a catalog with a message called :data:`STATUS`.
+    """
+    config = context.config
+    if not config.mqtt.enabled:
+        return None
+    where = context.config_path if context.config_path is not None else config.source
+    for index, source in enumerate(config.sources):
+        if source.device == GATEWAY:
+            raise ConfigError(
+                where,
+                f"sources[{index}].device",
+                f"{GATEWAY!r} is reserved: <prefix>/{GATEWAY}/{STATUS} is the gateway's own "
+                "status topic",
+            )
+        schema = context.schemas[source.device]
+        if STATUS in schema.names:
+            raise ConfigError(
+                where,
+                f"sources[{index}].catalog",
+                f"catalog {schema.catalog.name!r} has a message called {STATUS!r}, whose "
+                f"topic would be the device's online status (<prefix>/{source.device}/"
+                f"{STATUS}); rename the message",
+            )
+    return MqttPublisher(config.mqtt, context.metrics)
+
+
 class MqttPublisher:
     """Publishes envelopes and statuses to the broker of ``config``, reconnecting forever.
 
-    The gateway calls :meth:`publish_message` and :meth:`set_device_status` (they
-    never block; call them from the event loop's thread), runs :meth:`run` as a task,
-    and at shutdown awaits :meth:`close` before cancelling that task.
+    Call :meth:`deliver`, :meth:`publish_message` and :meth:`device_status` from the
+    event loop's thread; they never block. ``outbox`` holds what waits for the broker
+    (by default a :class:`MemoryOutbox` of ``queue_size`` messages).
     """
+
+    name = "mqtt"
 
     def __init__(
         self, config: MqttConfig, metrics: GatewayMetrics, *, outbox: Outbox | None = None
@@ -110,20 +112,30 @@ class MqttPublisher:
         self._metrics = metrics
         self._outbox: Outbox = outbox if outbox is not None else MemoryOutbox(config.queue_size)
         self._broker = f"{config.host}:{config.port}"
+        self._reconnect = Reconnect(
+            self._broker,
+            initial=config.reconnect_initial,
+            maximum=config.reconnect_max,
+            logger=_log,
+            wording=_OUTAGE,
+            counter=metrics.mqtt_reconnects,
+        )
         self._statuses: dict[str, bool] = {}
         self._unsent: dict[str, None] = {}
         """Devices whose latest status is not published on this connection yet, in order."""
         self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()
+        """Set when the outbox is down to a quarter of ``queue_size``."""
         self._closing = asyncio.Event()
         self._stopped = asyncio.Event()
         self._deadline = 0.0
+        """Event loop time by which the goodbye ends (the disconnect follows)."""
         self._running = False
         self._connected = False
         self._in_flight = False
         self._published = 0
         self._dropped = 0
         self._burst = 0
-        self._last_error: str | None = None
         metrics.mqtt_connected.set(0)
         metrics.mqtt_queue_depth.set(len(self._outbox))
 
@@ -135,32 +147,16 @@ class MqttPublisher:
 
     def status_topic(self, device: str) -> str:
         """The retained status topic of ``device``; :data:`GATEWAY` for the gateway's own."""
-        return f"{self._config.topic_prefix}/{device}/status"
+        return f"{self._config.topic_prefix}/{device}/{STATUS}"
 
-    # -- what the gateway calls --------------------------------------------------------
+    # -- the output --------------------------------------------------------------------
 
-    def _backoff(self) -> Iterator[float]:
-        return backoff(initial=self._config.reconnect_initial, maximum=self._config.reconnect_max)
+    async def start(self) -> None:
+        """Nothing to acquire: :meth:`run` connects, and keeps trying."""
 
-    @property
-    def connected(self) -> bool:
-        """True while connected to the broker."""
-        return self._connected
-
-    @property
-    def outbox(self) -> Outbox:
-        """The messages waiting for the broker."""
-        return self._outbox
-
-    def state(self) -> dict[str, Any]:
-        """For the health endpoint: connection, queue depth, counts, the last error."""
-        return {
-            "connected": self._connected,
-            "queue_depth": len(self._outbox),
-            "published": self._published,
-            "dropped": self._dropped,
-            "last_error": self._last_error,
-        }
+    def deliver(self, message: Published) -> None:
+        """Queue the message's JSON for ``<prefix>/<device>/<message>``. Never blocks."""
+        self.publish_message(message.topic, message.payload)
 
     def publish_message(self, topic: str, payload: bytes) -> None:
         """Queue ``payload`` for ``<prefix>/<topic>``; ``topic`` is the envelope's
@@ -172,19 +168,34 @@ class MqttPublisher:
             )
         )
 
-    def set_device_status(self, device: str, online: bool) -> None:
-        """Record ``device`` online or offline; the retained status follows when connected.
+    def device_status(self, status: DeviceStatus) -> None:
+        """Record the device online or offline; the retained status follows when connected.
 
         Only the latest status of a device is published. After :meth:`close` has begun,
         every device is offline.
         """
-        if self._closing.is_set():
-            online = False
-        if self._statuses.get(device) is online:
+        self._set_status(status.device, status.online)
+
+    async def wait_for_room(self) -> None:
+        """Return at once while the outbox is at most half full; else once it is down to
+        a quarter (a replay played as fast as possible waits here)."""
+        capacity = self._config.queue_size
+        if len(self._outbox) <= capacity // 2:
             return
-        self._statuses[device] = online
-        self._unsent[device] = None
-        self._wakeup.set()
+        _log.debug("replay waits for MQTT: %d messages queued", len(self._outbox))
+        while len(self._outbox) > capacity // 4:
+            self._drained.clear()
+            await self._drained.wait()
+
+    def health(self) -> Mapping[str, Any]:
+        """Connection, queue depth, counts, the last error."""
+        return {
+            "connected": self._connected,
+            "queue_depth": len(self._outbox),
+            "published": self._published,
+            "dropped": self._dropped,
+            "last_error": self._reconnect.last_error,
+        }
 
     async def run(self) -> None:
         """Connect, publish, and reconnect with backoff, until :meth:`close` is done.
@@ -203,40 +214,37 @@ class MqttPublisher:
             self._set_connected(False)
             self._stopped.set()
 
-    async def close(self, timeout: float = 5.0) -> None:
+    async def close(self, deadline: float) -> None:
         """Say goodbye: every device and the gateway ``offline`` (retained), then publish
-        what is queued, within ``timeout`` seconds, and disconnect cleanly.
+        what is queued, and disconnect cleanly; return by ``deadline`` (event loop time).
 
         If :meth:`run` is waiting to reconnect, it tries once more at once. Messages
         still queued at the end stay in the outbox (and are lost with a
         :class:`MemoryOutbox`); a warning says how many.
         """
         if not self._closing.is_set():
-            self._deadline = asyncio.get_running_loop().time() + timeout
+            left = deadline - asyncio.get_running_loop().time()
+            self._deadline = deadline - min(_DISCONNECT_SECONDS, max(0.0, left) / 4)
             for device in list(self._statuses):
-                self.set_device_status(device, False)
+                self._set_status(device, False)
             self._closing.set()
             self._wakeup.set()
         if self._running:
             try:
-                async with asyncio.timeout(timeout + _CLOSE_GRACE):
+                async with asyncio.timeout_at(deadline):
                     await self._stopped.wait()
             except TimeoutError:
-                _log.warning("mqtt publisher did not stop within %.1f s", timeout + _CLOSE_GRACE)
+                _log.warning("mqtt publisher did not stop by the shutdown deadline")
         if self._outbox:
             _log.warning("mqtt closed with %d messages not published", len(self._outbox))
 
     # -- the connection loop -----------------------------------------------------------
 
     async def _run(self) -> None:
-        delays = self._backoff()
-        retry = False  # the next attempt follows a failure or a loss
-        outage = False  # a warning was logged for the current outage
+        reconnect = self._reconnect
         while True:
-            if retry:
-                self._metrics.mqtt_reconnects.inc()
             try:
-                await self._session()
+                await self._connection()
             except aiomqtt.MqttError as exc:
                 reason = self._reason(exc)
             else:
@@ -245,22 +253,16 @@ class MqttPublisher:
             self._set_connected(False)
             if self._in_flight:
                 self._metrics.mqtt_publish_failures.inc()
-            self._last_error = reason
             if was_connected:
-                delays = self._backoff()
-                _log.warning("mqtt connection to %s lost: %s; reconnecting", self._broker, reason)
-            elif not outage:
-                _log.warning("cannot connect to mqtt %s: %s; retrying", self._broker, reason)
+                reconnect.lost(reason)
             else:
-                _log.debug("mqtt %s still unreachable: %s", self._broker, reason)
-            outage = True
+                reconnect.failed(reason)
             if self._closing.is_set():
                 _log.info("mqtt: closing without a connection to %s", self._broker)
                 return
-            retry = True
-            await self._sleep_unless_closing(next(delays))
+            await reconnect.wait(self._closing)
 
-    async def _session(self) -> None:
+    async def _connection(self) -> None:
         """Connect, then publish until closed; raise MqttError when the connection fails."""
         self._in_flight = False
         async with self._client() as client:
@@ -269,7 +271,8 @@ class MqttPublisher:
             try:
                 await self._serve(client)
             except asyncio.CancelledError:
-                await self._goodbye_on_cancel(client)
+                if not self._closing.is_set():  # close() has said goodbye already
+                    await self._goodbye_on_cancel(client)
                 raise
         self._set_connected(False)
 
@@ -386,9 +389,20 @@ class MqttPublisher:
             self._count_drop("invalid")
         self._outbox.pop()
         self._metrics.mqtt_queue_depth.set(len(self._outbox))
+        if len(self._outbox) <= self._config.queue_size // 4:
+            self._drained.set()
         if not self._outbox and self._burst:
             _log.info("mqtt outbox drained; %d messages were dropped while full", self._burst)
             self._burst = 0
+
+    def _set_status(self, device: str, online: bool) -> None:
+        if self._closing.is_set():
+            online = False
+        if self._statuses.get(device) is online:
+            return
+        self._statuses[device] = online
+        self._unsent[device] = None
+        self._wakeup.set()
 
     def _put(self, item: OutboundMessage) -> None:
         if self._outbox.put(item) is not None:
@@ -413,13 +427,6 @@ class MqttPublisher:
         self._connected = connected
         self._metrics.mqtt_connected.set(1 if connected else 0)
 
-    async def _sleep_unless_closing(self, delay: float) -> None:
-        try:
-            async with asyncio.timeout(delay):
-                await self._closing.wait()
-        except TimeoutError:
-            pass
-
     def _reason(self, exc: BaseException) -> str:
         """Why ``exc`` happened, in lower-case words: "connection refused"."""
         while exc.__cause__ is not None:
@@ -427,7 +434,7 @@ class MqttPublisher:
         if str(exc) == "Operation timed out":  # aiomqtt's timeout (CONNACK, PUBACK)
             return f"no answer from the broker within {self._config.keepalive} s"
         if isinstance(exc, OSError):
-            return os_error_reason(exc) or type(exc).__name__
+            return os_error_reason(exc)
         if isinstance(exc, MqttConnectError) and isinstance(exc.rc, ReasonCode):
             return f"refused by the broker: {exc.rc.getName().lower()}"
         if isinstance(exc, MqttCodeError) and isinstance(exc.rc, ReasonCode):

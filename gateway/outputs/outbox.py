@@ -12,7 +12,6 @@ returns it, and the caller counts it.
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
@@ -54,10 +53,6 @@ class Outbox(Protocol):
         """The number of messages waiting."""
         ...
 
-    async def wait_nonempty(self) -> None:
-        """Return as soon as the outbox holds at least one message."""
-        ...
-
 
 class MemoryOutbox:
     """An :class:`Outbox` in memory, lost when the process ends.
@@ -70,12 +65,10 @@ class MemoryOutbox:
             raise ValueError(f"outbox capacity must be at least 1, got {capacity}")
         self.capacity = capacity
         self._items: deque[OutboundMessage] = deque()
-        self._nonempty = asyncio.Event()
 
     def put(self, item: OutboundMessage) -> OutboundMessage | None:
         dropped = self._items.popleft() if len(self._items) >= self.capacity else None
         self._items.append(item)
-        self._nonempty.set()
         return dropped
 
     def peek(self) -> OutboundMessage | None:
@@ -85,15 +78,9 @@ class MemoryOutbox:
         if not self._items:
             raise IndexError("pop from an empty outbox")
         self._items.popleft()
-        if not self._items:
-            self._nonempty.clear()
 
     def __len__(self) -> int:
         return len(self._items)
-
-    async def wait_nonempty(self) -> None:
-        while not self._items:
-            await self._nonempty.wait()
 
     def __repr__(self) -> str:
         return f"MemoryOutbox({len(self._items)}/{self.capacity} messages)"

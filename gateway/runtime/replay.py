@@ -1,17 +1,18 @@
 """A source that plays captures and dumps back as if the device were sending them.
 
-:class:`ReplaySource` is a :class:`gateway.runtime.sources.Source` whose link is a list of
-dumps (:mod:`gateway.dumps`) instead of a port: the same decoder, the same envelopes,
-metrics and online/offline reports, so a dashboard cannot tell a replay from live data
-except by the device's name. The envelopes' ``time`` is when the replay delivered them.
+:class:`ReplaySource` feeds a list of dumps (:mod:`gateway.dumps`) to a
+:class:`~gateway.runtime.session.DeviceSession`, as a live source feeds what it reads:
+the same decoder, the same envelopes, metrics and online/offline reports, so a dashboard
+cannot tell a replay from live data except by the device's name. The envelopes' ``time``
+is when the replay delivered them.
 
 Pace: ``speed`` 1 delivers each chunk when it was read, relative to the first;
-``speed`` N plays N times faster; None as fast as the outputs take it (then it waits
-while MQTT's queue is more than half full, rather than overflow it). Raw and hex dumps
-have no times and always play as fast as that. A capture's link events are played too:
-the link closing ends the frame in progress and reports the device offline, as the
-gateway did live; so does a silence longer than ``silence_timeout`` (at the replay's
-pace), and a gap (bytes the capture missed) ends the frame in progress.
+``speed`` N plays N times faster; None as fast as the outputs take it (then it awaits
+``room`` between chunks, rather than overflow them). Raw and hex dumps have no times and
+always play as fast as that. A capture's link events are played too: the link closing
+ends the frame in progress and reports the device offline, as the gateway did live; so
+does a silence longer than ``silence_timeout`` (on the capture's clock), and a gap
+(bytes the capture missed) ends the frame in progress.
 
 :meth:`ReplaySource.run` returns when the last dump has played; :attr:`finished` is
 set then.
@@ -21,13 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.config import ReplaySourceConfig
 from gateway.dumps import Dump, open_dump
 from gateway.runtime.metrics import GatewayMetrics
-from gateway.runtime.sources import Source, SourceSink
+from gateway.runtime.session import END_OF_REPLAY, DeviceSession
+from gateway.runtime.sources import DeviceUnavailable, SourceSink, emit
 from protocol.capture import CaptureRecord, RecordKind
 from protocol.errors import GatewayError
 from protocol.schema import Schema
@@ -36,15 +39,21 @@ __all__ = ["ReplaySource"]
 
 logger = logging.getLogger(__name__)
 
-END_OF_REPLAY = "end of replay"
-"""Status reason: the last dump has played."""
+
+async def _yield() -> None:
+    await asyncio.sleep(0)
 
 
-class ReplaySource(Source):
-    """Dumps played back as one device. Run it in a task; it returns at the end."""
+class ReplaySource:
+    """Dumps played back as one device. Run it in a task; it returns at the end.
+
+    ``room`` is awaited between chunks played as fast as possible: it returns once the
+    outputs can take more (by default, at once after letting other tasks run).
+    """
 
     kind = "replay"
-    config: ReplaySourceConfig
+    capture = None
+    """A replay records nothing."""
 
     def __init__(
         self,
@@ -52,22 +61,39 @@ class ReplaySource(Source):
         schema: Schema,
         metrics: GatewayMetrics,
         sink: SourceSink,
+        *,
+        room: Callable[[], Awaitable[None]] = _yield,
     ) -> None:
-        super().__init__(config, schema, metrics, sink)
+        self.config = config
+        self.schema = schema
         self.finished = asyncio.Event()
-        self.room: Callable[[], Awaitable[None]] | None = None
-        """Set by the gateway: waits while the outputs are too full to take more."""
+        self._sink = sink
+        self._room = room
+        self._session = DeviceSession(
+            config.device,
+            schema,
+            metrics,
+            silence_timeout=config.silence_timeout,
+            include_raw=config.include_raw,
+            logger=logger,
+        )
+        self._running = False
         self._consumed_before = 0
         self._current: Dump | None = None
-        self._clock: tuple[float, int] | None = None
-        """(loop time, capture time in ns) of the first timed record: the replay's origin."""
-        self._last_frame_ns: int | None = None
+        self._clock: tuple[float, float] | None = None
+        """(loop time, capture time) of the first timed record: the replay's origin."""
+        self._now = 0.0
+        """The capture time of the latest record (0 in a dump without times)."""
+
+    @property
+    def device(self) -> str:
+        """The device's name, as configured."""
+        return self.config.device
 
     @property
     def where(self) -> str:
         """The dumps, as given."""
-        paths = self.config.paths
-        return paths[0] if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
+        return self.config.where
 
     @property
     def consumed(self) -> int:
@@ -76,14 +102,34 @@ class ReplaySource(Source):
         return self._consumed_before + current
 
     def state(self) -> dict[str, Any]:
-        """As :meth:`Source.state`, with the bytes read so far and whether it finished."""
-        return {**super().state(), "consumed": self.consumed, "finished": self.finished.is_set()}
+        """The replay as ``/healthz`` shows it: as a live source, with the bytes read so far
+        and whether it finished."""
+        session = self._session.record()
+        return {
+            "device": self.device,
+            "kind": self.kind,
+            "where": self.where,
+            "connected": False,
+            "online": session["online"],
+            "last_frame": session["last_frame"],
+            "reconnects": 0,
+            "last_error": None,
+            "decoder": session["decoder"],
+            "capture": None,
+            "consumed": self.consumed,
+            "finished": self.finished.is_set(),
+        }
+
+    async def write(self, data: bytes) -> None:
+        """A replay takes no commands: raise :class:`DeviceUnavailable`."""
+        raise DeviceUnavailable(f"device {self.device} is not connected ({self.where})")
 
     async def run(self) -> None:
         """Play every dump in order; return at the end. Raise GatewayError for a bad dump."""
         if self._running:
             raise GatewayError(f"source {self.device} is already running")
         self._running = True
+        session = self._session
         try:
             for path in self.config.paths:
                 with open_dump(path) as dump:
@@ -93,9 +139,9 @@ class ReplaySource(Source):
                     self._consumed_before += dump.consumed
                     if dump.truncation is not None:
                         logger.warning("%s: %s: %s", self.device, path, dump.truncation.describe())
-            self._deliver(self._decoder.finish())
-            self._set_online(False, END_OF_REPLAY, level=logging.INFO)
-            statistics = self._decoder.statistics()
+            emit(self._sink, session.interrupted(now=self._now, time=time.time()))
+            emit(self._sink, session.stopped(END_OF_REPLAY, time=time.time()))
+            statistics = session.statistics()
             logger.info(
                 "%s: replay finished: %d bytes, %d frames, %d errors",
                 self.device,
@@ -106,11 +152,11 @@ class ReplaySource(Source):
             self.finished.set()
         finally:
             self._running = False
-            self._set_online(False, END_OF_REPLAY, level=logging.INFO)
+            emit(self._sink, session.stopped(END_OF_REPLAY, time=time.time()))
 
     async def _play(self, dump: Dump) -> None:
         speed = self.config.speed if dump.timed else None
-        self._fresh_link = True
+        self._session.opened()
         logger.info(
             "%s: replaying %s (%s, %s)",
             self.device,
@@ -122,10 +168,7 @@ class ReplaySource(Source):
             if dump.timed:
                 await self._keep_pace(item, speed)
             if speed is None:
-                if self.room is not None:
-                    await self.room()
-                else:
-                    await asyncio.sleep(0)  # let the outputs and clients run
+                await self._room()
             self._play_record(item)
 
     async def _keep_pace(self, item: CaptureRecord, speed: float | None) -> None:
@@ -133,48 +176,35 @@ class ReplaySource(Source):
         the device kept before it, as the live gateway did."""
         loop = asyncio.get_running_loop()
         if self._clock is None:
-            self._clock = (loop.time(), item.time_ns)
-        origin, first_ns = self._clock
+            self._clock = (loop.time(), item.time)
+        origin, first = self._clock
 
-        async def wait_for(capture_ns: int) -> None:
+        async def wait_for(capture_time: float) -> None:
             if speed is not None:
-                due = origin + (capture_ns - first_ns) / 1e9 / speed
+                due = origin + (capture_time - first) / speed
                 await asyncio.sleep(max(0.0, due - loop.time()))
 
-        timeout = self.config.silence_timeout
-        if self._online and self._last_frame_ns is not None:
-            silent_from = self._last_frame_ns + int(timeout * 1e9)
-            if item.time_ns > silent_from:
-                await wait_for(silent_from)
-                self._set_online(False, f"silent for {timeout:g} s")
-        await wait_for(item.time_ns)
+        deadline = self._session.silence_deadline
+        if deadline is not None and item.time > deadline:
+            await wait_for(deadline)
+            emit(self._sink, self._session.tick(now=deadline, time=time.time()))
+        await wait_for(item.time)
 
     def _play_record(self, item: CaptureRecord) -> None:
+        session, sink, now = self._session, self._sink, item.time
+        self._now = now
         match item.kind:
             case RecordKind.DATA:
-                self._bytes_read.inc(len(item.data))
-                if self._deliver(self._decoder.feed(item.data)):
-                    self._last_frame_ns = item.time_ns
+                emit(sink, session.receive(item.data, now=now, time=time.time()))
             case RecordKind.OPENED:
-                self._fresh_link = True
+                session.opened()
             case RecordKind.CLOSED:
-                self._deliver(self._decoder.finish())
-                self._set_online(False, f"link lost: {item.text}", level=logging.INFO)
+                emit(sink, session.interrupted(now=now, time=time.time()))
+                emit(sink, session.link_lost(item.text, time=time.time()))
             case RecordKind.GAP:
-                self._deliver(self._decoder.finish())
+                emit(sink, session.interrupted(now=now, time=time.time()))
                 logger.info(
                     "%s: the capture misses %d bytes here (its disk could not keep up)",
                     self.device,
                     item.lost,
                 )
-
-    # A replay has no link to open: Source.run's loop is not used.
-
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        raise NotImplementedError("a replay has no link")
-
-    def _open_failed(self, exc: OSError | ValueError) -> str:
-        return str(exc)
-
-    def _lost(self, exc: OSError | None) -> str:
-        return "end of replay"

@@ -1,59 +1,52 @@
-"""Sources: the links to devices (a serial port, a serial port behind a TCP server).
+"""Live sources: the links to devices (a serial port, a serial port behind a TCP server).
 
-A source owns one link and one :class:`protocol.decoder.StreamDecoder`. It stays thin:
-every chunk read goes to the decoder, every frame becomes an :class:`Envelope` handed
-to the sink, every stream error is counted. The gateway runs one per device::
+A :class:`LinkSource` owns one link and feeds what it reads to a
+:class:`~gateway.runtime.session.DeviceSession`, handing the envelopes and status
+changes it returns to the sink, and every chunk to the capture, if any. The gateway runs
+one per device::
 
-    source = make_source(config, schema, metrics, sink)
+    source = make_source(config, schema, metrics, sink, capture=capture)
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(source.run(), name=f"source {source.device}")
 
-:meth:`Source.run` never returns on its own: when the port cannot be opened, vanishes
-or the connection drops, it reports what the decoder held, logs the outage once (a
-WARNING an operator can act on, DEBUG for every further attempt), waits the next delay
-of :func:`gateway.runtime.backoff.backoff` and tries again, so the gateway starts without the
-device and picks it up when it appears. Reading blocks in the event loop (no polling),
-so idle ports cost nothing. Cancel the task to stop it: the port is closed on the way
-out.
-
-The device is *online* from the first frame after a (re)connect until the link is lost
-or no frame has arrived for ``silence_timeout`` seconds; each change is reported once
-to :meth:`SourceSink.status` and in ``tgw_device_online``.
+:meth:`LinkSource.run` never returns on its own: when the port cannot be opened,
+vanishes or the connection drops, it flushes what the decoder held, and tries again
+after the delays of :class:`~gateway.runtime.reconnect.Reconnect` (which logs the outage
+once), so the gateway starts without the device and picks it up when it appears.
+Reading blocks in the event loop (no polling), so idle ports cost nothing. Cancel the
+task to stop it: the port is closed on the way out and the device reported offline.
 """
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import contextlib
 import errno
 import logging
-import os
 import time
-from collections.abc import Iterator
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
-import prometheus_client
 import serial
 import serial_asyncio_fast
 
-from gateway.config import ReplaySourceConfig, SerialSourceConfig, TcpSourceConfig
-from gateway.records import statistics_record
-from gateway.runtime.backoff import backoff
+from gateway.config import SerialSourceConfig, TcpSourceConfig
 from gateway.runtime.capture import CaptureWriter
-from gateway.runtime.envelope import UNKNOWN_MESSAGE, Envelope
+from gateway.runtime.envelope import Envelope
 from gateway.runtime.metrics import GatewayMetrics
-from protocol.decoder import StreamDecoder
-from protocol.errors import GatewayError
-from protocol.events import Event, Frame, StreamError
+from gateway.runtime.reconnect import Reconnect, Wording
+from gateway.runtime.session import STOPPED, DeviceSession, SessionEvent
+from gateway.runtime.status import DeviceStatus
+from protocol.errors import GatewayError, os_error_reason
 from protocol.schema import Schema
 
 __all__ = [
     "DeviceUnavailable",
-    "SerialSource",
+    "Link",
+    "LinkSource",
+    "SerialLink",
     "Source",
     "SourceSink",
-    "TcpSource",
+    "TcpLink",
     "make_source",
 ]
 
@@ -81,12 +74,7 @@ STOP_BITS = {
     2: serial.STOPBITS_TWO,
 }
 
-CONNECTED = "connected"
-"""Status reason: the first frame after the link was (re)opened."""
-RECEIVING_AGAIN = "receiving again"
-"""Status reason: the first frame after a silence."""
-STOPPED = "source stopped"
-"""Status reason: the source was cancelled (the gateway is shutting down)."""
+OUTAGE = Wording.same("%(link)s: %(problem)s; retrying in %(delay).3g s")
 
 
 class SourceSink(Protocol):
@@ -94,58 +82,182 @@ class SourceSink(Protocol):
 
     def frame(self, envelope: Envelope) -> None:
         """Take one decoded frame."""
-        ...
 
-    def status(self, device: str, online: bool, reason: str) -> None:
+    def status(self, status: DeviceStatus) -> None:
         """Take a change of the device's state: online, or offline and why."""
-        ...
+
+
+class Source(Protocol):
+    """One device as the gateway runs it: a live link or a replay."""
+
+    @property
+    def device(self) -> str:
+        """The device's name, as configured."""
+
+    @property
+    def kind(self) -> str:
+        """``serial``, ``tcp`` or ``replay``, as in the configuration."""
+
+    @property
+    def where(self) -> str:
+        """Where the device is: a port's path, ``host:port``, the dumps."""
+
+    @property
+    def schema(self) -> Schema:
+        """What the device speaks: build its command frames with
+        :class:`protocol.encoder.FrameEncoder`."""
+
+    @property
+    def capture(self) -> CaptureWriter | None:
+        """Where its bytes are recorded, if they are."""
+
+    async def run(self) -> None:
+        """Read the device until cancelled (a replay: until its end)."""
+
+    async def write(self, data: bytes) -> None:
+        """Send ``data`` to the device; raise :class:`DeviceUnavailable` if it cannot."""
+
+    def state(self) -> dict[str, Any]:
+        """The source as ``/healthz`` shows it."""
 
 
 class DeviceUnavailable(GatewayError):  # noqa: N818 - a state, like fwsim's LinkDown
     """Raised by :meth:`Source.write` when the device's link is not open."""
 
 
-class Source(abc.ABC):
-    """One device's link: read, decode, deliver, reconnect. Subclasses open the link.
+def emit(sink: SourceSink, events: list[SessionEvent]) -> None:
+    """Hand a session's events to ``sink``, in order."""
+    for event in events:
+        if isinstance(event, Envelope):
+            sink.frame(event)
+        else:
+            sink.status(event)
+
+
+class Link(Protocol):
+    """How to open one kind of link, and how to say what went wrong with it."""
+
+    kind: str
+    where: str
+
+    async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Open the link; raise OSError (or ValueError for impossible settings) if it fails."""
+
+    def open_failed(self, exc: OSError | ValueError) -> str:
+        """Why the link could not be opened, in an operator's words."""
+
+    def lost(self, exc: OSError | None) -> str:
+        """Why an open link ended (None: end of input), in an operator's words."""
+
+    def shut(self, writer: asyncio.StreamWriter) -> None:
+        """Start closing the link (it may have closed itself already)."""
+
+
+class SerialLink:
+    """A serial port (``/dev/ttyUSB0``, ``/dev/serial/by-id/...``, a PTY)."""
+
+    kind = "serial"
+
+    def __init__(self, config: SerialSourceConfig) -> None:
+        self._config = config
+        self.where = config.where
+
+    async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        config = self._config
+        return await serial_asyncio_fast.open_serial_connection(
+            url=config.path,
+            baudrate=config.baud,
+            parity=PARITY[config.parity],
+            stopbits=STOP_BITS[config.stop_bits],
+            rtscts=config.flow_control == "rtscts",
+            xonxoff=config.flow_control == "xonxoff",
+            limit=READ_LIMIT,
+        )
+
+    def open_failed(self, exc: OSError | ValueError) -> str:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOENT:
+            return f"{self.where} is absent (no such file or directory)"
+        return f"cannot open {self.where} ({os_error_reason(exc)})"
+
+    def lost(self, exc: OSError | None) -> str:
+        reason = "end of input" if exc is None else os_error_reason(exc)
+        return f"{self.where} disappeared ({reason})"
+
+    def shut(self, writer: asyncio.StreamWriter) -> None:
+        # Abort rather than close: a graceful close waits in a thread for the output to
+        # drain (tcdrain), forever if hardware flow control holds it. write() has
+        # already waited for what it sent to leave the transport.
+        writer.transport.abort()
+
+
+class TcpLink:
+    """A TCP server that relays a serial port (ser2net and the like)."""
+
+    kind = "tcp"
+
+    def __init__(self, config: TcpSourceConfig) -> None:
+        self._config = config
+        self.where = config.where
+
+    async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            return await asyncio.open_connection(
+                self._config.host, self._config.port, limit=READ_LIMIT
+            )
+
+    def open_failed(self, exc: OSError | ValueError) -> str:
+        return f"cannot connect to {self.where} ({os_error_reason(exc)})"
+
+    def lost(self, exc: OSError | None) -> str:
+        if exc is None:
+            return f"{self.where} closed the connection"
+        return f"connection to {self.where} lost ({os_error_reason(exc)})"
+
+    def shut(self, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+
+class LinkSource:
+    """One device's live link: read, decode, deliver, reconnect.
 
     Call :meth:`run` in a task and cancel it to stop; :meth:`write` sends bytes down to
-    the device meanwhile; :meth:`state` says how it is doing. ``schema`` is the one the
-    device speaks: build command frames for it with
-    :class:`protocol.encoder.FrameEncoder`.
+    the device meanwhile; :meth:`state` says how it is doing. Every chunk read goes to
+    ``capture`` too, if there is one (its life cycle is the caller's).
     """
-
-    kind: ClassVar[str]
-    """``serial``, ``tcp`` or ``replay``, as in the configuration."""
-    config: SerialSourceConfig | TcpSourceConfig | ReplaySourceConfig
 
     def __init__(
         self,
-        config: SerialSourceConfig | TcpSourceConfig | ReplaySourceConfig,
+        config: SerialSourceConfig | TcpSourceConfig,
+        link: Link,
         schema: Schema,
         metrics: GatewayMetrics,
         sink: SourceSink,
+        *,
+        capture: CaptureWriter | None = None,
     ) -> None:
         self.config = config
         self.schema = schema
-        self._metrics = metrics
+        self.capture = capture
+        self._link = link
         self._sink = sink
-        self._decoder = StreamDecoder(schema)
-        device = config.device
-        self._bytes_read = metrics.bytes_read.labels(device)
-        self._bytes_skipped = metrics.bytes_skipped.labels(device)
-        self._online_gauge = metrics.device_online.labels(device)
-        self._online_gauge.set(0)
-        self._frame_counters: dict[str, prometheus_client.Counter] = {}
-        self._skipped_counted = 0
+        self._session = DeviceSession(
+            config.device,
+            schema,
+            metrics,
+            silence_timeout=config.silence_timeout,
+            include_raw=config.include_raw,
+            logger=logger,
+        )
+        self._reconnect = Reconnect(
+            config.device,
+            initial=config.reconnect_initial,
+            maximum=config.reconnect_max,
+            logger=logger,
+            wording=OUTAGE,
+            counter=metrics.reconnects.labels(config.device),
+        )
         self._writer: asyncio.StreamWriter | None = None
-        self._online = False
-        self._fresh_link = False
-        self._last_frame: float | None = None
-        self._reconnects = 0
-        self._last_error: str | None = None
         self._running = False
-        self.capture: CaptureWriter | None = None
-        """Set by the gateway when the device's bytes are recorded: every read goes to it."""
 
     @property
     def device(self) -> str:
@@ -153,19 +265,19 @@ class Source(abc.ABC):
         return self.config.device
 
     @property
-    @abc.abstractmethod
+    def kind(self) -> str:
+        """``serial`` or ``tcp``."""
+        return self._link.kind
+
+    @property
     def where(self) -> str:
-        """Where the device is: the serial port's path, or ``host:port``."""
+        """The serial port's path, or ``host:port`` (``[host]:port`` for IPv6)."""
+        return self._link.where
 
     @property
     def connected(self) -> bool:
         """True while the link is open (the device may still be silent)."""
         return self._writer is not None
-
-    @property
-    def online(self) -> bool:
-        """True from the first frame after a connect until the link is lost or goes silent."""
-        return self._online
 
     async def run(self) -> None:
         """Read the device until cancelled, reopening the link whenever it fails.
@@ -181,20 +293,16 @@ class Source(abc.ABC):
         if self._running:
             raise GatewayError(f"source {self.device} is already running")
         self._running = True
-        delays = self._backoff()
-        outage = False  # a failure was logged and the link is not back yet
-        failed = 0  # attempts to open that failed in this outage
+        session, reconnect = self._session, self._reconnect
         try:
             while True:
                 try:
-                    reader, writer = await self._open()
+                    reader, writer = await self._link.open()
                 except (OSError, ValueError) as exc:
-                    delay = next(delays)
-                    self._retry(self._open_failed(exc), delay, first=not outage)
-                    outage, failed = True, failed + 1
-                    await asyncio.sleep(delay)
+                    reconnect.failed(self._link.open_failed(exc))
+                    await reconnect.wait()
                     continue
-                self._connected(writer, failed)
+                self._connected(writer)
                 problem = STOPPED
                 try:
                     problem = await self._read(reader)
@@ -202,18 +310,16 @@ class Source(abc.ABC):
                     if self.capture is not None:
                         self.capture.closed(problem)
                     await self._close(writer)
-                if self._fresh_link:  # open, but not one frame: the outage goes on
-                    failed += 1
-                else:  # the link worked: this is a new outage, with short delays again
-                    delays, outage, failed = self._backoff(), False, 0
-                self._set_online(False, f"link lost: {problem}", level=logging.INFO)
-                delay = next(delays)
-                self._retry(problem, delay, first=not outage)
-                outage = True
-                await asyncio.sleep(delay)
+                worked = not session.fresh_link
+                emit(self._sink, session.link_lost(problem, time=time.time()))
+                if worked:
+                    reconnect.lost(problem)
+                else:  # open, but not one frame: the outage goes on
+                    reconnect.failed(problem)
+                await reconnect.wait()
         finally:
             self._running = False
-            self._set_online(False, STOPPED, level=logging.INFO)
+            emit(self._sink, session.stopped(STOPPED, time=time.time()))
 
     async def write(self, data: bytes) -> None:
         """Send ``data`` (a command frame) to the device; return once the link took it.
@@ -229,65 +335,31 @@ class Source(abc.ABC):
         except OSError as exc:
             raise DeviceUnavailable(
                 f"device {self.device}: writing {len(data)} bytes to {self.where} failed "
-                f"({_reason(exc)})"
+                f"({os_error_reason(exc)})"
             ) from exc
 
     def state(self) -> dict[str, Any]:
         """The source as ``/healthz`` shows it: link, liveness and decoder statistics."""
+        session = self._session.record()
         return {
             "device": self.device,
             "kind": self.kind,
             "where": self.where,
             "connected": self.connected,
-            "online": self._online,
-            "last_frame": self._last_frame,
-            "reconnects": self._reconnects,
-            "last_error": self._last_error,
-            "decoder": statistics_record(self._decoder.statistics()),
+            "online": session["online"],
+            "last_frame": session["last_frame"],
+            "reconnects": self._reconnect.reconnects,
+            "last_error": self._reconnect.last_error,
+            "decoder": session["decoder"],
             "capture": self.capture.state() if self.capture is not None else None,
         }
 
-    @abc.abstractmethod
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Open the link; raise OSError (or ValueError for impossible settings) if it fails."""
-
-    @abc.abstractmethod
-    def _open_failed(self, exc: OSError | ValueError) -> str:
-        """Say why the link could not be opened, in an operator's words."""
-
-    @abc.abstractmethod
-    def _lost(self, exc: OSError | None) -> str:
-        """Say why an open link ended (None: end of input), in an operator's words."""
-
-    def _shut(self, writer: asyncio.StreamWriter) -> None:
-        """Start closing the link (it may have closed itself already)."""
-        writer.close()
-
-    def _backoff(self) -> Iterator[float]:
-        return backoff(initial=self.config.reconnect_initial, maximum=self.config.reconnect_max)
-
-    def _retry(self, problem: str, delay: float, *, first: bool) -> None:
-        """Count and log a failed or lost link before waiting ``delay`` to try again.
-
-        The first failure of an outage is a WARNING; a different failure later in the
-        same outage is INFO, and every attempt that fails the same way again is DEBUG.
-        """
-        self._reconnects += 1
-        self._metrics.reconnects.labels(self.device).inc()
-        if first:
-            level = logging.WARNING
-        elif problem != self._last_error:
-            level = logging.INFO
-        else:
-            level = logging.DEBUG
-        self._last_error = problem
-        logger.log(level, "%s: %s; retrying in %.3g s", self.device, problem, delay)
-
-    def _connected(self, writer: asyncio.StreamWriter, failures: int) -> None:
+    def _connected(self, writer: asyncio.StreamWriter) -> None:
         self._writer = writer
-        self._fresh_link = True
+        self._session.opened()
         if self.capture is not None:
             self.capture.opened(self.where)
+        failures = self._reconnect.failures
         if failures:
             attempts = "attempt" if failures == 1 else "attempts"
             logger.info(
@@ -302,172 +374,47 @@ class Source(abc.ABC):
 
     async def _read(self, reader: asyncio.StreamReader) -> str:
         """Read until the link ends; return why it ended. Watch for silence meanwhile."""
+        loop = asyncio.get_running_loop()
         while True:
             try:
-                async with asyncio.timeout(None) as silence:
+                async with asyncio.timeout_at(self._session.silence_deadline) as silence:
                     return await self._pump(reader, silence)
             except TimeoutError:
-                if not silence.expired():
+                deadline = silence.when()
+                if not silence.expired() or deadline is None:
                     raise
-                self._set_online(False, f"silent for {self.config.silence_timeout:g} s")
+                now = max(loop.time(), deadline)
+                emit(self._sink, self._session.tick(now=now, time=time.time()))
 
     async def _pump(self, reader: asyncio.StreamReader, silence: asyncio.Timeout) -> str:
-        """Feed the decoder until the link ends; push ``silence`` back after every frame."""
+        """Feed the session until the link ends; move ``silence`` as frames come."""
         loop = asyncio.get_running_loop()
-        timeout = self.config.silence_timeout
-        capture = self.capture
+        session, sink, capture = self._session, self._sink, self.capture
+        deadline = session.silence_deadline
         try:
             while chunk := await reader.read(READ_SIZE):
                 if capture is not None:
                     capture.data(chunk)
-                self._bytes_read.inc(len(chunk))
-                if self._deliver(self._decoder.feed(chunk)):
-                    silence.reschedule(loop.time() + timeout)
+                emit(sink, session.receive(chunk, now=loop.time(), time=time.time()))
+                if session.silence_deadline != deadline:
+                    deadline = session.silence_deadline
+                    silence.reschedule(deadline)
         except OSError as exc:
-            return self._lost(exc)
-        return self._lost(None)
+            return self._link.lost(exc)
+        return self._link.lost(None)
 
     async def _close(self, writer: asyncio.StreamWriter) -> None:
         """Close the link, wait (a bounded time) until it is, flush the decoder."""
         self._writer = None
         if not writer.is_closing():
-            self._shut(writer)
+            self._link.shut(writer)
         try:
             with contextlib.suppress(OSError):  # the error the link died of; or timeout
                 async with asyncio.timeout(CLOSE_TIMEOUT):
                     await writer.wait_closed()
         finally:
-            self._deliver(self._decoder.finish())
-
-    def _deliver(self, events: list[Event]) -> bool:
-        """Count ``events`` and hand their frames to the sink; say if there were frames."""
-        frames = False
-        if events:
-            received = time.time()
-            for event in events:
-                match event:
-                    case Frame():
-                        self._frame(event, received)
-                        frames = True
-                    case StreamError(kind=kind):
-                        self._metrics.decode_errors.labels(self.device, kind.value).inc()
-        skipped = self._decoder.statistics().bytes_skipped
-        if skipped != self._skipped_counted:
-            self._bytes_skipped.inc(skipped - self._skipped_counted)
-            self._skipped_counted = skipped
-        return frames
-
-    def _frame(self, frame: Frame, received: float) -> None:
-        message = frame.message or UNKNOWN_MESSAGE
-        counter = self._frame_counters.get(message)
-        if counter is None:
-            counter = self._frame_counters[message] = self._metrics.frames.labels(
-                self.device, message
-            )
-        counter.inc()
-        self._last_frame = received
-        if not self._online:
-            self._set_online(True, CONNECTED if self._fresh_link else RECEIVING_AGAIN)
-        self._fresh_link = False
-        self._sink.frame(
-            Envelope(self.device, frame, received=received, include_raw=self.config.include_raw)
-        )
-
-    def _set_online(self, online: bool, reason: str, *, level: int = logging.WARNING) -> None:
-        """Record a change of state (nothing if there is none); going online logs at INFO."""
-        if online == self._online:
-            return
-        self._online = online
-        self._online_gauge.set(1 if online else 0)
-        if online:
-            logger.info("%s: online (%s)", self.device, reason)
-        else:
-            logger.log(level, "%s: offline (%s)", self.device, reason)
-        self._sink.status(self.device, online, reason)
-
-
-class SerialSource(Source):
-    """A device on a serial port (``/dev/ttyUSB0``, ``/dev/serial/by-id/...``, a PTY)."""
-
-    kind = "serial"
-    config: SerialSourceConfig
-
-    def __init__(
-        self,
-        config: SerialSourceConfig,
-        schema: Schema,
-        metrics: GatewayMetrics,
-        sink: SourceSink,
-    ) -> None:
-        super().__init__(config, schema, metrics, sink)
-
-    @property
-    def where(self) -> str:
-        """The port's path, as configured."""
-        return self.config.path
-
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        config = self.config
-        return await serial_asyncio_fast.open_serial_connection(
-            url=config.path,
-            baudrate=config.baud,
-            parity=PARITY[config.parity],
-            stopbits=STOP_BITS[config.stop_bits],
-            rtscts=config.flow_control == "rtscts",
-            xonxoff=config.flow_control == "xonxoff",
-            limit=READ_LIMIT,
-        )
-
-    def _open_failed(self, exc: OSError | ValueError) -> str:
-        if isinstance(exc, OSError) and exc.errno == errno.ENOENT:
-            return f"{self.where} is absent (no such file or directory)"
-        return f"cannot open {self.where} ({_reason(exc)})"
-
-    def _lost(self, exc: OSError | None) -> str:
-        reason = "end of input" if exc is None else _reason(exc)
-        return f"{self.where} disappeared ({reason})"
-
-    def _shut(self, writer: asyncio.StreamWriter) -> None:
-        # Abort rather than close: a graceful close waits in a thread for the output to
-        # drain (tcdrain), forever if hardware flow control holds it. write() has
-        # already waited for what it sent to leave the transport.
-        writer.transport.abort()
-
-
-class TcpSource(Source):
-    """A device behind a TCP server that relays a serial port (ser2net and the like)."""
-
-    kind = "tcp"
-    config: TcpSourceConfig
-
-    def __init__(
-        self,
-        config: TcpSourceConfig,
-        schema: Schema,
-        metrics: GatewayMetrics,
-        sink: SourceSink,
-    ) -> None:
-        super().__init__(config, schema, metrics, sink)
-
-    @property
-    def where(self) -> str:
-        """``host:port`` (``[host]:port`` for an IPv6 address)."""
-        host = self.config.host
-        return f"[{host}]:{self.config.port}" if ":" in host else f"{host}:{self.config.port}"
-
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            return await asyncio.open_connection(
-                self.config.host, self.config.port, limit=READ_LIMIT
-            )
-
-    def _open_failed(self, exc: OSError | ValueError) -> str:
-        return f"cannot connect to {self.where} ({_reason(exc)})"
-
-    def _lost(self, exc: OSError | None) -> str:
-        if exc is None:
-            return f"{self.where} closed the connection"
-        return f"connection to {self.where} lost ({_reason(exc)})"
+            now = asyncio.get_running_loop().time()
+            emit(self._sink, self._session.interrupted(now=now, time=time.time()))
 
 
 def make_source(
@@ -475,32 +422,14 @@ def make_source(
     schema: Schema,
     metrics: GatewayMetrics,
     sink: SourceSink,
-) -> Source:
+    *,
+    capture: CaptureWriter | None = None,
+) -> LinkSource:
     """Return the source ``config`` describes, not yet running."""
+    link: Link
     match config:
         case SerialSourceConfig():
-            return SerialSource(config, schema, metrics, sink)
+            link = SerialLink(config)
         case TcpSourceConfig():
-            return TcpSource(config, schema, metrics, sink)
-
-
-def _reason(exc: BaseException) -> str:
-    """Why an I/O operation failed, in lower case: "input/output error", "timed out".
-
-    pyserial wraps the OSError it got (its message has the errno in brackets) or says
-    "returned no data" when the port hung up; asyncio's connect errors carry the
-    address in ``strerror``. The errno says it best when there is one.
-    """
-    if isinstance(exc, OSError):
-        if isinstance(exc.errno, int) and exc.errno > 0:
-            return os.strerror(exc.errno).lower()
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, OSError):
-            return _reason(cause)
-        if isinstance(exc, serial.SerialException) and "returned no data" in str(exc):
-            return "hung up"
-        if isinstance(exc, TimeoutError) and not str(exc):
-            return "timed out"
-        if exc.strerror:
-            return exc.strerror.lower()
-    return (str(exc) or type(exc).__name__).lower()
+            link = TcpLink(config)
+    return LinkSource(config, link, schema, metrics, sink, capture=capture)

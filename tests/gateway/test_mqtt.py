@@ -18,15 +18,24 @@ import logging
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from itertools import count
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gateway.config import MqttConfig
-from gateway.outputs.mqtt import MqttPublisher
+from gateway.config import GatewayConfig, MqttConfig, TcpSourceConfig
+from gateway.outputs.mqtt import MqttPublisher, build
 from gateway.outputs.outbox import MemoryOutbox, OutboundMessage, Outbox
+from gateway.runtime.http import HttpEndpoints
+from gateway.runtime.journal import Journal
 from gateway.runtime.metrics import GatewayMetrics
+from gateway.runtime.output import Output, OutputContext
+from gateway.runtime.status import DeviceStatus
+from protocol.errors import ConfigError
+from protocol.schema import Schema, load_schema
 from tests.gateway.broker import (
     GUARD,
     POLL,
@@ -68,6 +77,14 @@ def queue_depth(metrics: GatewayMetrics) -> float:
 
 def dropped(metrics: GatewayMetrics) -> float:
     return sample(metrics, "tgw_mqtt_dropped_total", reason="queue_full")
+
+
+def status(device: str, online: bool) -> DeviceStatus:
+    return DeviceStatus(device, online, "connected" if online else "source stopped", time.time())
+
+
+def connected(publisher: MqttPublisher) -> bool:
+    return bool(publisher.health()["connected"])
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:
@@ -154,26 +171,6 @@ def test_outbox_refuses_what_it_cannot_do() -> None:
         MemoryOutbox(1).pop()
 
 
-def test_outbox_wait_nonempty() -> None:
-    async def scenario() -> None:
-        outbox = MemoryOutbox(2)
-        outbox.put(item(1))
-        async with asyncio.timeout(GUARD):
-            await outbox.wait_nonempty()  # returns at once
-        outbox.pop()
-        async with asyncio.TaskGroup() as tasks:
-            waiter = tasks.create_task(outbox.wait_nonempty())
-            for _ in range(10):
-                await asyncio.sleep(0)
-            assert not waiter.done()
-            outbox.put(item(2))
-            async with asyncio.timeout(GUARD):
-                await waiter
-        assert len(outbox) == 1
-
-    asyncio.run(scenario())
-
-
 # -- publishing -------------------------------------------------------------------------
 
 
@@ -199,7 +196,7 @@ def test_messages_arrive_in_order_with_the_configured_qos_and_retain(
     async def scenario() -> None:
         with Subscriber(mosquitto, f"{PREFIX}/#") as live:
             async with running(publisher):
-                publisher.set_device_status("node-1", True)
+                publisher.device_status(status("node-1", True))
                 for topic, payload in MESSAGES:
                     publisher.publish_message(topic, payload)
                 got = await live.wait_until_async(
@@ -207,7 +204,7 @@ def test_messages_arrive_in_order_with_the_configured_qos_and_retain(
                 )
                 assert [(m.topic, m.payload) for m in data(got)] == expected
                 assert {(m.qos, m.retain) for m in data(got)} == {(qos, False)}
-                await until(lambda: not publisher.outbox, "the outbox empty")
+                await until(lambda: queue_depth(metrics) == 0, "the outbox empty")
                 assert published(metrics) == len(expected)
                 assert queue_depth(metrics) == 0
 
@@ -238,20 +235,20 @@ def test_device_status_is_retained_and_only_the_latest_counts(
     publisher = MqttPublisher(config(mosquitto.port), GatewayMetrics())
 
     async def scenario() -> None:
-        publisher.set_device_status("node-1", True)  # before the connection
-        publisher.set_device_status("node-2", True)
-        publisher.set_device_status("node-2", False)
+        publisher.device_status(status("node-1", True))  # before the connection
+        publisher.device_status(status("node-2", True))
+        publisher.device_status(status("node-2", False))
         async with running(publisher):
             with Subscriber(mosquitto, f"{PREFIX}/+/status") as live:
                 await live.wait_until_async(
                     lambda ms: len(ms) >= 3, "three statuses (gateway, node-1, node-2)"
                 )
-                publisher.set_device_status("node-1", False)
-                publisher.set_device_status("node-3", True)
+                publisher.device_status(status("node-1", False))
+                publisher.device_status(status("node-3", True))
                 got = await live.wait_until_async(
                     lambda ms: any(m.topic.endswith("node-3/status") for m in ms), "node-3"
                 )
-            assert publisher.connected
+            assert connected(publisher)
         assert [(m.topic, m.payload) for m in got] == [
             (f"{PREFIX}/gateway/status", b"online"),
             (f"{PREFIX}/node-1/status", b"online"),
@@ -312,16 +309,16 @@ def test_close_says_offline_and_flushes_the_outbox(mosquitto: Mosquitto) -> None
     async def scenario() -> None:
         with Subscriber(mosquitto, f"{PREFIX}/+/environment") as live:
             async with running(publisher) as task:
-                publisher.set_device_status("node-1", True)
-                publisher.set_device_status("node-2", True)
-                await until(lambda: publisher.connected, "connected")
+                publisher.device_status(status("node-1", True))
+                publisher.device_status(status("node-2", True))
+                await until(lambda: connected(publisher), "connected")
                 for payload in offered:
                     publisher.publish_message("node-1/environment", payload)
-                await publisher.close(timeout=GUARD)
+                await publisher.close(asyncio.get_running_loop().time() + GUARD)
                 async with asyncio.timeout(GUARD):
                     await task  # run() returns after close()
-                assert not publisher.connected
-                assert publisher.state() == {
+                assert not connected(publisher)
+                assert dict(publisher.health()) == {
                     "connected": False,
                     "queue_depth": 0,
                     "published": 50,
@@ -349,9 +346,9 @@ def test_cancel_without_close_still_says_offline(mosquitto: Mosquitto) -> None:
     async def scenario() -> None:
         with Subscriber(mosquitto, f"{PREFIX}/+/status") as live:
             async with running(publisher):
-                publisher.set_device_status("node-1", True)
+                publisher.device_status(status("node-1", True))
                 await live.wait_until_async(lambda ms: len(ms) >= 2, "both statuses online")
-            assert not publisher.connected
+            assert not connected(publisher)
 
     asyncio.run(scenario())
     with Subscriber(mosquitto, f"{PREFIX}/+/status") as late:
@@ -368,11 +365,11 @@ def test_close_without_a_broker_returns(caplog: pytest.LogCaptureFixture) -> Non
     async def scenario() -> None:
         async with running(publisher) as task:
             publisher.publish_message("node-1/environment", b"{}")
-            await until(lambda: publisher.state()["last_error"] is not None, "an attempt")
-            await publisher.close(timeout=GUARD)
+            await until(lambda: publisher.health()["last_error"] is not None, "an attempt")
+            await publisher.close(asyncio.get_running_loop().time() + GUARD)
             async with asyncio.timeout(GUARD):
                 await task
-        assert len(publisher.outbox) == 1
+        assert publisher.health()["queue_depth"] == 1
 
     asyncio.run(scenario())
     assert "mqtt closed with 1 messages not published" in caplog.text
@@ -386,11 +383,11 @@ def test_a_refused_connection_says_why(caplog: pytest.LogCaptureFixture) -> None
 
         async def scenario() -> None:
             async with running(publisher):
-                await until(lambda: publisher.state()["last_error"] is not None, "an attempt")
-                assert not publisher.connected
+                await until(lambda: publisher.health()["last_error"] is not None, "an attempt")
+                assert not connected(publisher)
 
         asyncio.run(scenario())
-    assert publisher.state()["last_error"] == "refused by the broker: not authorized"
+    assert publisher.health()["last_error"] == "refused by the broker: not authorized"
     assert f"cannot connect to mqtt 127.0.0.1:{broker.port}: refused by the broker" in caplog.text
 
 
@@ -416,15 +413,15 @@ def test_broker_absent_at_start(caplog: pytest.LogCaptureFixture) -> None:
                         lambda: sample(metrics, "tgw_mqtt_reconnects_total") >= 2,
                         "two attempts after the first",
                     )
-                    assert not publisher.connected
+                    assert not connected(publisher)
                     assert sample(metrics, "tgw_mqtt_connected") == 0
-                    assert publisher.state()["last_error"] == "connection refused"
+                    assert publisher.health()["last_error"] == "connection refused"
                     assert queue_depth(metrics) == 30
                     assert published(metrics) == 0
 
                     broker.start()
                     await until(lambda: queue_depth(metrics) == 0, "the outbox drained")
-                    assert publisher.connected
+                    assert connected(publisher)
                     got = await sub.wait_until_async(lambda ms: len(ms) >= 30, "30 messages")
                     assert payloads(got) == offered
                     assert published(metrics) == 30
@@ -449,12 +446,12 @@ def test_broker_restart_mid_stream(caplog: pytest.LogCaptureFixture) -> None:
 
             async def scenario() -> None:
                 async with running(publisher):
-                    await until(lambda: publisher.connected, "connected")
+                    await until(lambda: connected(publisher), "connected")
                     for payload in offered[:150]:
                         publisher.publish_message("node-1/environment", payload)
                     await until(lambda: published(metrics) >= 20, "20 published")
                     broker.stop()  # with messages in flight and queued
-                    await until(lambda: not publisher.connected, "the loss noticed")
+                    await until(lambda: not connected(publisher), "the loss noticed")
                     for payload in offered[150:]:
                         publisher.publish_message("node-1/environment", payload)
                     assert published(metrics) + queue_depth(metrics) == 300
@@ -471,7 +468,7 @@ def test_broker_restart_mid_stream(caplog: pytest.LogCaptureFixture) -> None:
                     assert published(metrics) + queue_depth(metrics) + dropped(metrics) == 300
                     assert published(metrics) == 300
                     assert sample(metrics, "tgw_mqtt_reconnects_total") >= 1
-                    assert publisher.connected
+                    assert connected(publisher)
 
             asyncio.run(scenario())
 
@@ -493,11 +490,11 @@ def test_statuses_are_published_again_after_a_reconnect(
 
     async def scenario() -> None:
         async with running(publisher):
-            publisher.set_device_status("node-1", True)
+            publisher.device_status(status("node-1", True))
             with Subscriber(mosquitto, f"{PREFIX}/+/status") as sub:
                 await sub.wait_until_async(lambda ms: statuses(ms) == expected, "online")
             mosquitto.stop()  # without persistence: the retained statuses are gone
-            await until(lambda: not publisher.connected, "the loss noticed")
+            await until(lambda: not connected(publisher), "the loss noticed")
             mosquitto.start()
             with Subscriber(mosquitto, f"{PREFIX}/+/status") as sub:
                 await sub.wait_until_async(lambda ms: statuses(ms) == expected, "online again")
@@ -514,7 +511,8 @@ def test_full_outbox_drops_the_oldest_and_counts(caplog: pytest.LogCaptureFixtur
     caplog.set_level(logging.INFO, logger="gateway.outputs.mqtt")
     broker = Mosquitto()  # not started yet
     metrics = GatewayMetrics()
-    publisher = MqttPublisher(config(broker.port, queue_size=5), metrics)
+    outbox = MemoryOutbox(5)
+    publisher = MqttPublisher(config(broker.port, queue_size=5), metrics, outbox=outbox)
     offered = numbered(0, 12)
 
     async def scenario() -> None:
@@ -523,8 +521,8 @@ def test_full_outbox_drops_the_oldest_and_counts(caplog: pytest.LogCaptureFixtur
                 publisher.publish_message("node-1/environment", payload)
             assert dropped(metrics) == 7
             assert queue_depth(metrics) == 5
-            assert publisher.state()["dropped"] == 7
-            head = publisher.outbox.peek()
+            assert publisher.health()["dropped"] == 7
+            head = outbox.peek()
             assert head is not None
             assert head.payload == offered[7]
 
@@ -540,3 +538,110 @@ def test_full_outbox_drops_the_oldest_and_counts(caplog: pytest.LogCaptureFixtur
     full = [r for r in caplog.records if "outbox full" in r.getMessage()]
     assert [r.levelno for r in full] == [logging.WARNING]
     assert "7 messages were dropped while full" in caplog.text
+
+
+# -- the output: its factory, room for more, close by a deadline -------------------------
+
+
+class NoCommands:
+    async def send_command(self, device: str, message: str, fields: dict[str, Any]) -> None:
+        raise AssertionError("no commands here")
+
+
+def context(
+    schema: Schema, *devices: str, enabled: bool = True, path: Path | None = Path("gw.toml")
+) -> OutputContext:
+    metrics = GatewayMetrics()
+    sources = tuple(TcpSourceConfig(device=device, host="h", port=1) for device in devices)
+    return OutputContext(
+        config=GatewayConfig(sources=sources, mqtt=MqttConfig(enabled=enabled)),
+        config_path=path,
+        metrics=metrics,
+        journal=Journal(history=0),
+        http=HttpEndpoints(health=lambda: (200, {}), metrics=metrics),
+        schemas=dict.fromkeys(devices, schema),
+        hello=dict,
+        commands=NoCommands(),
+    )
+
+
+def test_build_makes_the_output_when_enabled(default_schema: Schema) -> None:
+    assert build(context(default_schema, "node-1", enabled=False)) is None
+    output: Output | None = build(context(default_schema, "node-1"))  # mypy: an Output
+    assert output is not None
+    assert output.name == "mqtt"
+    assert dict(output.health())["connected"] is False
+
+
+def test_build_refuses_a_device_called_gateway(default_schema: Schema) -> None:
+    with pytest.raises(ConfigError) as error:
+        build(context(default_schema, "node-1", "gateway"))
+    assert (error.value.source, error.value.key_path) == ("gw.toml", "sources[1].device")
+    assert "'gateway' is reserved" in error.value.problem
+    assert "<prefix>/gateway/status" in error.value.problem
+    assert build(context(default_schema, "gateway", enabled=False)) is None  # MQTT's rule
+
+
+def test_build_refuses_a_message_called_status(tmp_path: Path) -> None:
+    catalog = tmp_path / "clash.toml"
+    catalog.write_text('name = "clash"\n[[messages]]\ncmd = 1\nname = "status"\n', "utf-8")
+    with pytest.raises(ConfigError) as error:
+        build(context(load_schema("default", str(catalog)), "a"))
+    assert (error.value.source, error.value.key_path) == ("gw.toml", "sources[0].catalog")
+    assert error.value.problem == (
+        "catalog 'clash' has a message called 'status', whose topic would be the device's "
+        "online status (<prefix>/a/status); rename the message"
+    )
+
+
+def test_wait_for_room_waits_from_half_full_until_a_quarter() -> None:
+    broker = Mosquitto()  # not started yet
+    metrics = GatewayMetrics()
+    publisher = MqttPublisher(config(broker.port, queue_size=8), metrics)
+
+    async def scenario() -> None:
+        async with running(publisher):
+            for payload in numbered(0, 4):  # half full: room
+                publisher.publish_message("node-1/environment", payload)
+            async with asyncio.timeout(GUARD):
+                await publisher.wait_for_room()
+            publisher.publish_message("node-1/environment", b"one more")
+            waiting = asyncio.create_task(publisher.wait_for_room())
+            for _ in range(20):
+                await asyncio.sleep(POLL / 10)
+            assert not waiting.done()
+            broker.start()
+            async with asyncio.timeout(GUARD):
+                await waiting
+            assert publisher.health()["queue_depth"] <= 2
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        broker.close()
+
+
+async def stuck_broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Accept the connection (CONNACK), then acknowledge nothing, never hang up."""
+    await reader.read(2)
+    writer.write(b"\x20\x02\x00\x00")  # CONNACK, accepted
+    while await reader.read(4096):
+        pass
+
+
+def test_close_and_cancel_end_by_the_deadline_whatever_the_broker_does() -> None:
+    async def scenario() -> float:
+        server = await asyncio.start_server(stuck_broker, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            publisher = MqttPublisher(config(port), GatewayMetrics())
+            loop = asyncio.get_running_loop()
+            async with running(publisher):
+                await until(lambda: connected(publisher), "connected")
+                publisher.device_status(status("node-1", True))
+                publisher.publish_message("node-1/environment", b"{}")
+                started = loop.time()
+                await publisher.close(started + 1.0)
+            return loop.time() - started
+
+    assert asyncio.run(scenario()) < 1.5  # close() and then the cancel of run()
