@@ -327,7 +327,8 @@ name = "status"
             "sources[0].type: expected one of 'serial', 'tcp'",
         ),
         (
-            '[[sources]]\ntype = "tcp"\ndevice = "gateway"\nhost = "h"\nport = 1\n',
+            '[[sources]]\ntype = "tcp"\ndevice = "gateway"\nhost = "h"\nport = 1\n'
+            "[mqtt]\nenabled = true\n",
             "sources[0].device: 'gateway' is reserved: <prefix>/gateway/status is the "
             "gateway's own status topic",
         ),
@@ -337,7 +338,8 @@ name = "status"
             "sources[1].device: each device once, 'a' is taken",
         ),
         (
-            '[[sources]]\ntype = "tcp"\ndevice = "a"\nhost = "h"\nport = 1\ncatalog = "CATALOG"\n',
+            '[[sources]]\ntype = "tcp"\ndevice = "a"\nhost = "h"\nport = 1\ncatalog = "CATALOG"\n'
+            "[mqtt]\nenabled = true\n",
             "sources[0].catalog: catalog 'clash' has a message called 'status', whose topic "
             "would be the device's online status (<prefix>/a/status); rename the message",
         ),
