@@ -1,9 +1,10 @@
 """Progress bars for long decodes, replays and checks: on a terminal only.
 
 :func:`progress` returns a :class:`Progress` that draws a bar on stderr (bytes done of
-the total, bytes and frames per second) when stderr is a terminal, and does nothing at
-all otherwise, so CI logs hold only results. Call :meth:`Progress.update` as work is
-done and close it (it is a context manager) before printing results.
+the total, bytes and frames per second) when stderr is a terminal and results are not
+printed to a terminal beside it, and does nothing at all otherwise, so CI logs hold only
+results. Call :meth:`Progress.update` as work is done and close it (it is a context
+manager) before printing results.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import sys
 import time
 from types import TracebackType
+from typing import IO, Any
 
 from tqdm import tqdm
 
@@ -73,6 +75,14 @@ class Progress:
         self.close()
 
 
-def progress(description: str, total: int | None) -> Progress:
-    """A bar for ``description`` when stderr is a terminal; a silent stand-in otherwise."""
-    return Progress(description, total, enabled=sys.stderr is not None and sys.stderr.isatty())
+def progress(description: str, total: int | None, *, output: IO[Any] | None = None) -> Progress:
+    """A bar for ``description`` when stderr is a terminal; a silent stand-in otherwise.
+
+    ``output`` is where the caller prints results while the bar shows: when it is a
+    terminal too, lines printed there would tear the bar apart, and the results scroll
+    by to show progress themselves, so there is no bar.
+    """
+    enabled = sys.stderr is not None and sys.stderr.isatty()
+    if output is not None and output.isatty():
+        enabled = False
+    return Progress(description, total, enabled=enabled)
