@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -22,6 +23,7 @@ from tests.fwsim.helpers import read_until_hangup, run
 
 DATA = Path(__file__).parent / "data"
 TGW = Path(sys.executable).parent / "tgw"
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [A-Z]+ ")
 UNKNOWN_FRAME = bytes.fromhex("aa557e0000") + bytes([(0xAA + 0x55 + 0x7E) % 256])
 """A valid frame of command 0x7e, which the default catalog does not know."""
 
@@ -389,6 +391,30 @@ def test_ctrl_c_prints_the_summary_of_what_was_decoded_and_exits_130(dump: Path)
     assert f"tgw decode: stdin: {len(data)} bytes, 5 frames (0 unknown), errors: none" in shown
     assert "interrupted" in shown
     assert "Traceback" not in shown
+
+
+def test_log_lines_go_above_the_progress_bar_not_into_it(tmp_path: Path) -> None:
+    dump = tmp_path / "long.bin"
+    run("fwsim", "--output", dump, "--count", "3000", "--seed", "3")
+    controller, terminal_side = terminal_pair()
+    try:
+        process = subprocess.Popen(
+            [str(TGW), "replay", str(dump), "--speed", "1000", "--port", "0"],
+            stdout=terminal_side,
+            stderr=terminal_side,
+        )
+        os.close(terminal_side)
+        shown = read_until_hangup(controller).decode(errors="replace")
+        assert process.wait(timeout=60) == 0
+    finally:
+        os.close(controller)
+    pieces = [piece.strip() for piece in re.split(r"[\r\n]", shown) if piece.strip()]
+    bars = [piece for piece in pieces if piece.startswith("replaying")]
+    logs = [piece for piece in pieces if not piece.startswith("replaying")]
+    assert bars  # the bar showed
+    assert not [bar for bar in bars if LOG_LINE.search(bar)]  # no log line glued to it
+    assert all(LOG_LINE.match(line) for line in logs), logs
+    assert any("replay finished: " in line for line in logs)
 
 
 def test_a_gap_in_a_capture_ends_the_frame_in_progress_and_is_a_record(tmp_path: Path) -> None:
