@@ -1,5 +1,6 @@
-"""Command-line parsing shared by ``tgw`` and ``fwsim``: one-line usage errors, and the
-``--profile``/``--catalog`` options that choose a schema.
+"""Command-line pieces shared by ``tgw`` and ``fwsim``: one-line usage errors,
+``--version``, the ``--profile``/``--catalog`` options that choose a schema, and
+argument types (``HOST:PORT``, positive numbers).
 
 argparse does no I/O until a parser prints, so this stays below the programs that use it.
 """
