@@ -137,3 +137,33 @@ def test_an_unwritable_output_is_one_line() -> None:
     assert result.stderr.strip() == (
         "tgw: error: /nonexistent/x.tgwcap: cannot write: no such file or directory"
     )
+
+
+def test_the_profile_and_catalog_given_are_written_in_the_header(tmp_path: Path) -> None:
+    output = tmp_path / "crc.tgwcap"
+    with cooked_pty() as pty:
+        process = subprocess.Popen(
+            [
+                str(TGW),
+                "capture",
+                pty.path,
+                "-o",
+                str(output),
+                "--profile",
+                "addressed-crc16",
+                "--catalog",
+                "default",
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_until_raw(pty.path)
+        pty.hang_up()
+        _, stderr = process.communicate(timeout=GUARD)
+    assert process.returncode == 0, stderr
+    parser, _ = parse(output)
+    assert parser.header is not None
+    assert (parser.header.profile, parser.header.catalog) == ("addressed-crc16", "default")
+    assert parser.header.source == Path(pty.path).name
+    assert "0 bytes in 0 reads" in stderr
+    assert "with profile 'addressed-crc16'" in stderr
