@@ -5,12 +5,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from gateway import __version__
+from gateway.commands.capture import add_capture_command
 from gateway.commands.check import add_check_command
 from gateway.commands.decode import add_decode_command
-from gateway.commands.options import EXIT_USAGE, OneLineParser
+from gateway.commands.options import EXIT_INTERRUPTED
 from gateway.commands.replay import add_replay_command
 from gateway.commands.run import add_demo_command, add_run_command
+from protocol.arguments import EXIT_USAGE, OneLineParser, add_version_option
 from protocol.errors import GatewayError
 
 __all__ = ["main"]
@@ -23,9 +24,10 @@ def build_parser() -> OneLineParser:
         description="Telemetry gateway: decode binary frames from microcontrollers "
         "and relay them. Run 'tgw COMMAND --help' for a command's options.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    add_version_option(parser)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     add_decode_command(commands)
+    add_capture_command(commands)
     add_run_command(commands)
     add_demo_command(commands)
     add_replay_command(commands)
@@ -34,9 +36,15 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``tgw`` with ``argv`` (default: the process arguments); return the exit status."""
+    """Run ``tgw`` with ``argv`` (default: the process arguments); return the exit status.
+
+    Without a command, print the help on stdout: asking what ``tgw`` does is no mistake.
+    """
     parser = build_parser()
     arguments = parser.parse_args(argv)
+    if not hasattr(arguments, "run"):
+        parser.print_help()
+        return 0
     try:
         status: int = arguments.run(arguments)
     except GatewayError as exc:
@@ -50,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"tgw: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     return status
 
 

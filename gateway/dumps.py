@@ -18,15 +18,14 @@ records ``tgw decode`` prints.
 from __future__ import annotations
 
 import enum
-import errno
-import io
 import os
 import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
+from gateway.ports import DEFAULT_BAUD, is_device, open_device, read_some
 from gateway.records import event_record
 from protocol.capture import (
     MAGIC,
@@ -125,10 +124,8 @@ class Dump:
     def _read(self) -> bytes:
         """What is available (a port gives what has arrived); b"" at the end."""
         try:
-            return cast(io.BufferedReader, self._file).read1(READ_SIZE)
+            return read_some(self._file, READ_SIZE, terminal=self._is_tty)
         except OSError as exc:
-            if exc.errno == errno.EIO and self._is_tty:  # a port or PTY hung up: the end
-                return b""
             raise InputError(f"{self.name}: cannot read: {os_error_reason(exc)}") from exc
 
     def _raw_records(self) -> Iterator[CaptureRecord]:
@@ -155,15 +152,18 @@ class Dump:
         self.truncation = parser.finish()
 
 
-def open_dump(name: str, form: DumpFormat = DumpFormat.AUTO) -> Dump:
+def open_dump(name: str, form: DumpFormat = DumpFormat.AUTO, *, baud: int = DEFAULT_BAUD) -> Dump:
     """Open ``name`` (``-`` is stdin) and recognise its form; raise InputError if it fails.
 
     A capture's header is read at once, so :attr:`Dump.header` says which source,
-    profile and catalog it holds before the records are read.
+    profile and catalog it holds before the records are read. A serial port or PTY
+    named by ``name`` is put in raw mode at ``baud`` (:mod:`gateway.ports`).
     """
     file: BinaryIO
     if name == "-":
         file = sys.stdin.buffer
+    elif is_device(name):
+        file = open_device(name, baud=baud)
     else:
         try:
             file = open(name, "rb")  # noqa: SIM115 - the Dump owns it

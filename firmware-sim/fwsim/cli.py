@@ -15,8 +15,14 @@ from fwsim.faults import FaultRates, Schedule
 from fwsim.links import DataCallback, FileLink, Link, PtyLink, TcpLink
 from fwsim.simulator import RunOptions, RunSummary, Simulator
 from fwsim.truth import TruthWriter
-from gateway.commands.decode import add_schema_options
-from gateway.commands.options import EXIT_USAGE, OneLineParser
+from protocol.arguments import (
+    EXIT_USAGE,
+    OneLineParser,
+    add_schema_options,
+    add_version_option,
+    host_port,
+    positive_int,
+)
 from protocol.catalog import Direction
 from protocol.errors import GatewayError, os_error_reason
 from protocol.profile import HeaderRole
@@ -61,6 +67,16 @@ def _schedule(text: str) -> Schedule:
         raise argparse.ArgumentTypeError(message) from None
 
 
+def _duration(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return value
+
+
 def _interval(text: str) -> tuple[str, float | None]:
     name, separator, seconds = text.partition("=")
     if not separator:
@@ -76,23 +92,6 @@ def _interval(text: str) -> tuple[str, float | None]:
     return name, value
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
-def _tcp_address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
-
-
 def build_parser() -> OneLineParser:
     """Return the ``fwsim`` argument parser."""
     parser = OneLineParser(
@@ -100,16 +99,29 @@ def build_parser() -> OneLineParser:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_version_option(parser)
     add_schema_options(parser)
     run = parser.add_argument_group("what to send")
-    run.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
-    run.add_argument("--count", type=_positive, help="stop after this many frames")
-    run.add_argument("--duration", type=float, help="stop after this many seconds")
+    run.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        metavar="N",
+        help="random seed: the same seed and options send the same bytes (default: %(default)s)",
+    )
+    run.add_argument("--count", type=positive_int, metavar="N", help="stop after N frames")
+    run.add_argument(
+        "--duration",
+        type=_duration,
+        metavar="SECONDS",
+        help="stop after this many seconds (of simulated time for --output)",
+    )
     run.add_argument(
         "--devices",
-        type=_positive,
+        type=positive_int,
         default=1,
-        help="devices on the link, addressed 1..N (needs a profile with an address field)",
+        metavar="N",
+        help="N devices on the link, addressed 1..N (needs a profile with an address field)",
     )
     intervals = ", ".join(f"{name} {seconds:g}" for name, seconds in DEFAULT_INTERVALS.items())
     run.add_argument(
@@ -123,10 +135,22 @@ def build_parser() -> OneLineParser:
     )
     links = parser.add_argument_group("where to send it (one of)")
     where = links.add_mutually_exclusive_group()
-    where.add_argument("--link", type=Path, help="a PTY, with a stable symlink at this path")
-    where.add_argument("--tcp", type=_tcp_address, metavar="HOST:PORT", help="a TCP server")
-    where.add_argument("--output", metavar="FILE", help="a file, or - for stdout")
-    links.add_argument("--baud", type=_positive, help="pace bytes as a UART at this baud rate")
+    where.add_argument(
+        "--link", type=Path, metavar="PATH", help="a PTY, with a stable symlink to it at PATH"
+    )
+    where.add_argument(
+        "--tcp",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="a TCP server, as ser2net offers a serial port (port 0: any free one, printed)",
+    )
+    where.add_argument("--output", metavar="FILE", help="a dump file, or - for stdout")
+    links.add_argument(
+        "--baud",
+        type=positive_int,
+        metavar="N",
+        help="pace bytes as a UART at N baud would (8N1: N / 10 bytes per second)",
+    )
     links.add_argument(
         "--realtime", action="store_true", help="write --output in real time, not at full speed"
     )
@@ -141,13 +165,31 @@ def build_parser() -> OneLineParser:
         ("duplicate", "a frame sent twice"),
     ):
         faults.add_argument(f"--{name}", type=_probability, default=0.0, metavar="P", help=what)
-    faults.add_argument("--stall", type=_schedule, metavar="EVERY:FOR", help="silence windows")
     faults.add_argument(
-        "--disconnect", type=_schedule, metavar="EVERY:FOR", help="the link vanishes, then returns"
+        "--stall",
+        type=_schedule,
+        metavar="EVERY:FOR",
+        help="every EVERY seconds, send nothing for FOR seconds",
     )
-    parser.add_argument("--truth", type=Path, help="write the ground truth (JSON lines) here")
+    faults.add_argument(
+        "--disconnect",
+        type=_schedule,
+        metavar="EVERY:FOR",
+        help="every EVERY seconds, the link goes away for FOR seconds (a PTY and its symlink "
+        "vanish, a TCP server closes)",
+    )
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--truth",
+        type=Path,
+        metavar="FILE",
+        help="write the ground truth here: one JSON line per frame sent (with the offset "
+        "where its bytes landed) and per fault injected",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="what fwsim logs on stderr (default: %(default)s)",
     )
     return parser
 

@@ -25,8 +25,9 @@ from typing import Final
 
 __all__ = ["FAILURE_TYPE", "CaseResult", "junit_text", "write_junit"]
 
-FAILURE_TYPE: Final = "golden mismatch"
-"""The ``type`` of a ``<failure>`` whose :attr:`CaseResult.failure_type` is not given."""
+FAILURE_TYPE: Final = "failure"
+"""The ``type`` of a ``<failure>`` whose :attr:`CaseResult.failure_type` is not given; a
+caller that knows what failed says so instead (``threshold exceeded``, ...)."""
 
 ERROR_TYPE: Final = "error"
 """The ``type`` of an ``<error>`` whose :attr:`CaseResult.error_type` is not given."""
@@ -37,7 +38,7 @@ _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 @dataclass(frozen=True)
 class CaseResult:
-    """How one test case (one dump checked against its golden file) went.
+    """How one test case (one dump checked) went.
 
     Passed if neither ``failure`` nor ``error`` is set; ``error`` wins over ``failure``.
     """
@@ -53,7 +54,7 @@ class CaseResult:
     error_type: str = ERROR_TYPE
     """The ``type`` of the ``<error>``, e.g. the name of the exception class."""
     failure_type: str = FAILURE_TYPE
-    """The ``type`` of the ``<failure>``, e.g. ``threshold exceeded``."""
+    """The ``type`` of the ``<failure>``: what failed, e.g. ``threshold exceeded``."""
 
 
 def junit_text(

@@ -11,6 +11,7 @@ file).
 from __future__ import annotations
 
 import argparse
+import enum
 import os
 import sys
 import time
@@ -23,7 +24,7 @@ import orjson
 
 from gateway.ci.golden import comparable, compare, format_differences
 from gateway.ci.junit import CaseResult, write_junit
-from gateway.commands.decode import add_input_options, check_schema_options, schema_for
+from gateway.commands.options import add_input_options, check_schema_options, schema_for
 from gateway.commands.progress import progress
 from gateway.dumps import DumpFormat, decode_dump, open_dump
 from gateway.records import dumps
@@ -90,6 +91,24 @@ def add_check_command(commands: Any) -> None:
     parser.set_defaults(run=run_check)
 
 
+class Failure(enum.StrEnum):
+    """What failed in a dump; the JUnit report's failure ``type``."""
+
+    THRESHOLD = "threshold exceeded"
+    UNKNOWN_COMMANDS = "unknown commands"
+    GOLDEN_DIFFERENCE = "golden difference"
+    NO_GOLDEN_RECORDS = "no golden records"
+    TRUNCATED = "truncated capture"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a dump failed, in a line."""
+
+    failure: Failure
+    text: str
+
+
 @dataclass
 class DumpResult:
     """What checking one dump found."""
@@ -99,8 +118,7 @@ class DumpResult:
     frames: int = 0
     errors: int = 0
     unknown: int = 0
-    problems: list[str] = field(default_factory=list)
-    """Short reasons it failed: thresholds, golden mismatch, truncation."""
+    problems: list[Problem] = field(default_factory=list)
     details: list[str] = field(default_factory=list)
     """Longer text: the diff."""
     error: str | None = None
@@ -176,15 +194,21 @@ def _check(
         expected = golden.get(key)
         if expected is None:
             result.problems.append(
-                f"no golden records for {key} in {arguments.golden} "
-                "(run with --update-golden to record them)"
+                Problem(
+                    Failure.NO_GOLDEN_RECORDS,
+                    f"no golden records for {key} in {arguments.golden} "
+                    "(run with --update-golden to record them)",
+                )
             )
         else:
             differences = compare(expected, result.records)
             if differences:
                 count = len(differences)
                 result.problems.append(
-                    f"{count} difference{'s' if count > 1 else ''} from {arguments.golden}"
+                    Problem(
+                        Failure.GOLDEN_DIFFERENCE,
+                        f"{count} difference{'s' if count > 1 else ''} from {arguments.golden}",
+                    )
                 )
                 result.details.append(format_differences(differences))
     result.seconds = time.perf_counter() - started
@@ -199,7 +223,7 @@ def _decode(name: str, arguments: argparse.Namespace, result: DumpResult) -> Non
                 result.records.extend(comparable(record) for record in records)
                 bar.update(dump.consumed, decoder.statistics().frames)
         if dump.truncation is not None:
-            result.problems.append(dump.truncation.describe())
+            result.problems.append(Problem(Failure.TRUNCATED, dump.truncation.describe()))
     statistics = decoder.statistics()
     result.frames = statistics.frames
     result.unknown = statistics.unknown_frames
@@ -209,20 +233,29 @@ def _decode(name: str, arguments: argparse.Namespace, result: DumpResult) -> Non
 def _apply_thresholds(arguments: argparse.Namespace, result: DumpResult) -> None:
     if arguments.max_errors is not None and result.errors > arguments.max_errors:
         result.problems.append(
-            f"{result.errors} errors, more than --max-errors {arguments.max_errors}"
+            Problem(
+                Failure.THRESHOLD,
+                f"{result.errors} errors, more than --max-errors {arguments.max_errors}",
+            )
         )
     if arguments.max_error_rate is not None:
         total = result.frames + result.errors
         rate = result.errors / total if total else 0.0
         if rate > arguments.max_error_rate:
             result.problems.append(
-                f"error rate {rate:.4g} ({result.errors} of {total}), more than "
-                f"--max-error-rate {arguments.max_error_rate:g}"
+                Problem(
+                    Failure.THRESHOLD,
+                    f"error rate {rate:.4g} ({result.errors} of {total}), more than "
+                    f"--max-error-rate {arguments.max_error_rate:g}",
+                )
             )
     if result.unknown and not arguments.allow_unknown:
         result.problems.append(
-            f"{result.unknown} frame(s) of commands the catalog does not know "
-            "(--allow-unknown accepts them)"
+            Problem(
+                Failure.UNKNOWN_COMMANDS,
+                f"{result.unknown} frame(s) of commands the catalog does not know "
+                "(--allow-unknown accepts them)",
+            )
         )
 
 
@@ -234,7 +267,7 @@ def _print_result(result: DumpResult) -> None:
     elif result.passed:
         print(f"PASS  {result.name}: {counts}")
     else:
-        print(f"FAIL  {result.name}: {counts}: {'; '.join(result.problems)}")
+        print(f"FAIL  {result.name}: {counts}: {_problem_text(result)}")
         for detail in result.details:
             print("\n".join(f"      {line}" for line in detail.splitlines()))
 
@@ -290,14 +323,19 @@ def _update(
     return 0
 
 
+def _problem_text(result: DumpResult) -> str:
+    return "; ".join(problem.text for problem in result.problems)
+
+
 def _write_junit(path: Path, results: Sequence[DumpResult]) -> None:
     cases = [
         CaseResult(
             name=result.name,
             seconds=result.seconds,
-            failure="; ".join(result.problems) if result.problems else None,
+            failure=_problem_text(result) if result.problems else None,
             details="\n".join(result.details),
             error=result.error,
+            failure_type=", ".join(dict.fromkeys(problem.failure for problem in result.problems)),
         )
         for result in results
     ]

@@ -10,9 +10,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gateway.commands.decode import check_schema_options, schema_for
+from gateway.commands.options import (
+    add_mqtt_option,
+    add_port_option,
+    check_schema_options,
+    schema_for,
+)
 from gateway.commands.progress import progress
-from gateway.commands.run import serve
+from gateway.commands.serving import serve
 from gateway.config import (
     GatewayConfig,
     LoggingConfig,
@@ -26,6 +31,7 @@ from gateway.logs import configure_logging
 from gateway.outputs.registry import OUTPUTS
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.replay import ReplaySource
+from protocol.arguments import add_schema_options
 from protocol.capture import EXTENSION
 from protocol.config import DEFAULT_CATALOG, DEFAULT_PROFILE
 from protocol.errors import GatewayError
@@ -77,22 +83,22 @@ def add_replay_command(commands: Any) -> None:
         "-c",
         "--config",
         type=Path,
+        metavar="FILE",
         help="a gateway TOML file whose websocket, mqtt and logging sections to use (its "
         "sources are not read)",
     )
-    parser.add_argument(
-        "--port", type=int, help="WebSocket and HTTP port (default: 8765, or the config's)"
-    )
-    parser.add_argument(
-        "--mqtt", metavar="HOST:PORT", help="publish to this MQTT broker (default: the config's)"
+    add_port_option(parser, default=None, what="default: the config's, else 8765")
+    add_mqtt_option(
+        parser,
+        default=None,
+        help_text="publish to this MQTT broker; default: the config's [mqtt], else no MQTT",
     )
     parser.add_argument(
         "--keep-serving",
         action="store_true",
         help="after the replay, keep serving WebSocket clients (history and /metrics) until Ctrl-C",
     )
-    parser.add_argument("--profile", help="profile for dumps (default: the capture's, or default)")
-    parser.add_argument("--catalog", help="catalog for dumps (default: the capture's, or default)")
+    add_schema_options(parser, from_capture=True)
     parser.set_defaults(run=run_replay)
 
 
@@ -128,11 +134,9 @@ def _outputs(arguments: argparse.Namespace) -> GatewayConfig:
     if arguments.port is not None:
         updates["websocket"] = config.websocket.model_copy(update={"port": arguments.port})
     if arguments.mqtt is not None:
-        host, _, port = arguments.mqtt.rpartition(":")
-        if not host or not port.isdigit():
-            raise ReplayUsageError(f"--mqtt: expected HOST:PORT, got {arguments.mqtt!r}")
+        host, port = arguments.mqtt
         updates["mqtt"] = config.mqtt.model_copy(
-            update={"enabled": True, "host": host, "port": int(port)}
+            update={"enabled": True, "host": host, "port": port}
         )
     # The capture's own settings are not wanted for a replay.
     updates["capture"] = config.capture.model_copy(update={"directory": None, "devices": ()})

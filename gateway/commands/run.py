@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import socket
 import tempfile
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,8 @@ from fwsim.device import SimulatedDevice
 from fwsim.links import PtyLink
 from fwsim.simulator import RunOptions, Simulator
 from fwsim.truth import TruthWriter
+from gateway.commands.options import add_mqtt_option, add_port_option
+from gateway.commands.serving import serve
 from gateway.config import (
     GatewayConfig,
     LoggingConfig,
@@ -27,10 +27,9 @@ from gateway.config import (
 from gateway.logs import configure_logging
 from gateway.outputs.registry import OUTPUTS
 from gateway.runtime.gateway import Gateway
-from protocol.errors import GatewayError
 from protocol.schema import load_schema
 
-__all__ = ["add_demo_command", "add_run_command", "serve"]
+__all__ = ["add_demo_command", "add_run_command"]
 
 logger = logging.getLogger("gateway")
 
@@ -46,7 +45,14 @@ def add_run_command(commands: Any) -> None:
         "messages to WebSocket subscribers and MQTT, until SIGINT or SIGTERM. See the "
         "commented examples in configs/gateway/.",
     )
-    parser.add_argument("-c", "--config", required=True, type=Path, help="gateway TOML file")
+    parser.add_argument(
+        "-c",
+        "--config",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="the gateway's configuration (TOML): its sources, outputs and logging",
+    )
     parser.add_argument(
         "--capture",
         metavar="DIR",
@@ -62,38 +68,18 @@ def add_demo_command(commands: Any) -> None:
         "demo",
         help="a simulated device and a gateway reading it, nothing else needed",
         description="Start the device simulator on a PTY in this process and a gateway "
-        "reading it: WebSocket, /healthz and /metrics on 127.0.0.1:8765, MQTT to "
-        "localhost:1883 when a broker answers there (and without MQTT, saying so, when "
-        "none does). Stop with Ctrl-C.",
+        "reading it: WebSocket, /healthz and /metrics on 127.0.0.1 (--port), MQTT to "
+        "--mqtt when a broker answers there (and without MQTT, saying so, when none does). "
+        "Stop with Ctrl-C.",
     )
-    parser.add_argument(
-        "--port", type=int, default=8765, help="WebSocket and HTTP port (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--mqtt",
+    add_port_option(parser, default=8765, what="default: %(default)s")
+    add_mqtt_option(
+        parser,
         default="localhost:1883",
-        metavar="HOST:PORT",
-        help="the MQTT broker to try (default: %(default)s)",
+        help_text="the MQTT broker to try; without one answering there, the demo runs without "
+        "MQTT; default: %(default)s",
     )
     parser.set_defaults(run=run_demo)
-
-
-async def serve(
-    gateway: Gateway,
-    *extra: tuple[str, Coroutine[Any, Any, object]],
-    stop: asyncio.Event | None = None,
-) -> None:
-    """Run ``gateway`` until SIGINT, SIGTERM or ``stop``, with ``extra`` (name, coroutine)
-    tasks that live as long as it does."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    async with asyncio.TaskGroup() as tasks:
-        companions = [tasks.create_task(coroutine, name=name) for name, coroutine in extra]
-        await gateway.run(stop)
-        for companion in companions:  # they live as long as the gateway
-            companion.cancel()
 
 
 def run_gateway(arguments: argparse.Namespace) -> int:
@@ -106,10 +92,6 @@ def run_gateway(arguments: argparse.Namespace) -> int:
     configure_logging(config.logging)
     asyncio.run(serve(Gateway(config, OUTPUTS)))
     return 0
-
-
-class DemoUsageError(GatewayError):
-    """The demo's options are wrong."""
 
 
 def _broker_answers(host: str, port: int) -> bool:
@@ -125,10 +107,8 @@ def run_demo(arguments: argparse.Namespace) -> int:
     configure_logging(LoggingConfig())
     with tempfile.TemporaryDirectory(prefix="tgw-demo-") as folder:
         link = Path(folder) / "ttyDEMO"
-        host, _, port = arguments.mqtt.rpartition(":")
-        if not host or not port.isdigit():
-            raise DemoUsageError(f"--mqtt: expected HOST:PORT, got {arguments.mqtt!r}")
-        mqtt_on = _broker_answers(host, int(port))
+        host, port = arguments.mqtt
+        mqtt_on = _broker_answers(host, port)
         if mqtt_on:
             logger.info("MQTT broker found on %s:%s", host, port)
         else:
@@ -136,7 +116,7 @@ def run_demo(arguments: argparse.Namespace) -> int:
         config = GatewayConfig(
             sources=(SerialSourceConfig(device=DEMO_DEVICE, path=str(link)),),
             websocket=WebSocketConfig(host="127.0.0.1", port=arguments.port),
-            mqtt=MqttConfig(enabled=mqtt_on, host=host, port=int(port), client_id="tgw-demo"),
+            mqtt=MqttConfig(enabled=mqtt_on, host=host, port=port, client_id="tgw-demo"),
         )
         asyncio.run(_demo(config, link))
     return 0

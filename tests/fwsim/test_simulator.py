@@ -328,6 +328,26 @@ def test_baud_pacing_changes_when_bytes_leave_not_what_they_are(tmp_path: Path) 
     assert elapsed >= paced.stat().st_size / 240 * 0.95
 
 
+def test_realtime_writes_a_file_at_the_pace_of_the_device(tmp_path: Path) -> None:
+    arguments = ["--count", "6", "--interval", "heartbeat=0.2", "--seed", "5"]
+    arguments += [
+        "--interval",
+        "motion=off",
+        "--interval",
+        "environment=off",
+        "--interval",
+        "event=off",
+    ]
+    run("fwsim", "--output", tmp_path / "fast.bin", *arguments)
+    paced = tmp_path / "paced.bin"
+    started = time.monotonic()
+    run("fwsim", "--output", paced, "--realtime", *arguments)
+    elapsed = time.monotonic() - started
+    assert paced.read_bytes() == (tmp_path / "fast.bin").read_bytes()
+    # identity at boot, then five heartbeats 0.2 s apart: no quicker than 0.8 s
+    assert elapsed >= 0.8
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
@@ -339,6 +359,8 @@ def test_baud_pacing_changes_when_bytes_leave_not_what_they_are(tmp_path: Path) 
         (["--interval", "ping=1"], "--interval: no telemetry message ping in catalog"),
         (["--devices", "2"], "--devices 2 needs a profile with an address field"),
         (["--count", "0"], "argument --count: expected a positive number, got 0"),
+        (["--duration", "0"], "argument --duration: expected a positive number of seconds, got 0"),
+        (["--duration", "soon"], "argument --duration: expected seconds, got 'soon'"),
         (["--tcp", "nowhere"], "argument --tcp: expected HOST:PORT, got 'nowhere'"),
         (["--profile", "nope"], "nope: not a shipped profile"),
         (["--output", "/nonexistent/dir/x.bin"], "/nonexistent/dir/x.bin"),

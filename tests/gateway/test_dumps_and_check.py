@@ -6,6 +6,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
+import signal
 import struct
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from tests.fwsim.helpers import read_until_hangup, run
 
 DATA = Path(__file__).parent / "data"
 TGW = Path(sys.executable).parent / "tgw"
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [A-Z]+ ")
 UNKNOWN_FRAME = bytes.fromhex("aa557e0000") + bytes([(0xAA + 0x55 + 0x7E) % 256])
 """A valid frame of command 0x7e, which the default catalog does not know."""
 
@@ -106,6 +109,19 @@ def test_every_input_form_decodes_to_the_same_records(dump: Path, tmp_path: Path
     assert any(r["type"] == "error" for r in expected)  # the noise
     for name, records in outputs.items():
         assert records == expected, name
+
+
+def test_input_format_overrides_the_guess(dump: Path, tmp_path: Path) -> None:
+    text = tmp_path / "xxd.txt"
+    text.write_text(xxd(dump.read_bytes()), encoding="utf-8")
+    guessed = frames_of(run("tgw", "decode", text).stdout)
+    assert guessed == frames_of(run("tgw", "decode", text, "--input-format", "hex").stdout)
+    as_raw = frames_of(run("tgw", "decode", text, "--input-format", "raw").stdout)
+    assert any(r["type"] == "frame" for r in guessed)
+    assert all(r["type"] == "error" for r in as_raw)  # the text's own bytes: no frame
+    result = run("tgw", "decode", dump, "--input-format", "capture", check=False)
+    assert result.returncode == 2
+    assert "not a tgw capture" in result.stderr
 
 
 def test_a_capture_gives_receive_times_and_its_schema(dump: Path, tmp_path: Path) -> None:
@@ -274,6 +290,34 @@ def test_junit_report_validates_one_case_per_dump(dump: Path, golden: Path, tmp_
     assert "cannot open" in str(cases[str(missing)]["error"])
 
 
+def test_junit_failures_are_named_by_what_failed(dump: Path, golden: Path, tmp_path: Path) -> None:
+    changed = tmp_path / "changed.bin"
+    changed.write_bytes(dump.read_bytes()[:-3])  # the last frame truncated
+    cut = tmp_path / "cut.tgwcap"
+    cut.write_bytes(capture(dump.read_bytes())[:-25])
+    unknown = tmp_path / "unknown.bin"
+    unknown.write_bytes(UNKNOWN_FRAME)
+    lines = golden_lines(golden)
+    write_golden(golden, lines + [{**line, "dump": str(changed)} for line in lines])
+    report = tmp_path / "report.xml"
+    check(dump, changed, "--golden", golden, "--max-errors", "0", "--junit", report)
+    check(dump, "--max-errors", "0", "--junit", tmp_path / "threshold.xml")
+    check(cut, unknown, "--junit", tmp_path / "other.xml")
+    types = {}
+    for name in ("report.xml", "threshold.xml", "other.xml"):
+        suite = xmlschema.XMLSchema(DATA / "junit.xsd").to_dict(tmp_path / name)
+        assert isinstance(suite, dict)
+        for case in suite["testsuite"][0]["testcase"]:
+            types[(name, case["@name"])] = case["failure"]["@type"]
+    assert types == {
+        ("report.xml", str(dump)): "threshold exceeded",
+        ("report.xml", str(changed)): "threshold exceeded, golden difference",
+        ("threshold.xml", str(dump)): "threshold exceeded",
+        ("other.xml", str(cut)): "truncated capture",
+        ("other.xml", str(unknown)): "unknown commands",
+    }
+
+
 # Progress
 
 
@@ -293,6 +337,84 @@ def test_progress_shows_on_a_terminal_and_nowhere_else(dump: Path) -> None:
         os.close(controller)
     assert f"decoding {dump}" in shown
     assert "tgw decode:" in shown  # the summary still comes
+
+
+def terminal_pair() -> tuple[int, int]:
+    """A PTY sized like a terminal window: (controller, terminal side)."""
+    controller, terminal_side = os.openpty()
+    fcntl.ioctl(terminal_side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    return controller, terminal_side
+
+
+def test_no_progress_bar_when_the_records_go_to_the_same_terminal(dump: Path) -> None:
+    controller, terminal_side = terminal_pair()
+    try:
+        process = subprocess.Popen(
+            [str(TGW), "decode", str(dump)], stdout=terminal_side, stderr=terminal_side
+        )
+        os.close(terminal_side)
+        shown = read_until_hangup(controller).decode()
+        assert process.wait(timeout=60) == 0
+    finally:
+        os.close(controller)
+    *records, summary = shown.splitlines()  # \r\n on a terminal; a bar would bring lone \r
+    assert len(records) == len(frames_of(run("tgw", "decode", dump).stdout))
+    assert all(json.loads(line)["type"] in ("frame", "error") for line in records)
+    assert summary.startswith(f"tgw decode: {dump}: ")
+
+
+def test_ctrl_c_prints_the_summary_of_what_was_decoded_and_exits_130(dump: Path) -> None:
+    frames = [r for r in frames_of(run("tgw", "decode", dump).stdout) if r["type"] == "frame"]
+    data = b"".join(bytes.fromhex(frame["raw"]) for frame in frames[:5])
+    controller, terminal_side = terminal_pair()
+    try:
+        process = subprocess.Popen(
+            [str(TGW), "decode", "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=terminal_side,
+        )
+        os.close(terminal_side)
+        assert process.stdin is not None
+        assert process.stdout is not None
+        process.stdin.write(data)
+        process.stdin.flush()
+        decoded = [process.stdout.readline() for _ in range(5)]
+        process.send_signal(signal.SIGINT)  # what Ctrl-C sends; stdin is still open
+        shown = read_until_hangup(controller).decode(errors="replace")
+        assert process.wait(timeout=60) == 130
+        process.stdin.close()
+        process.stdout.close()
+    finally:
+        os.close(controller)
+    assert all(json.loads(line)["type"] == "frame" for line in decoded)
+    assert f"tgw decode: stdin: {len(data)} bytes, 5 frames (0 unknown), errors: none" in shown
+    assert "interrupted" in shown
+    assert "Traceback" not in shown
+
+
+def test_log_lines_go_above_the_progress_bar_not_into_it(tmp_path: Path) -> None:
+    dump = tmp_path / "long.bin"
+    run("fwsim", "--output", dump, "--count", "3000", "--seed", "3")
+    controller, terminal_side = terminal_pair()
+    try:
+        process = subprocess.Popen(
+            [str(TGW), "replay", str(dump), "--speed", "1000", "--port", "0"],
+            stdout=terminal_side,
+            stderr=terminal_side,
+        )
+        os.close(terminal_side)
+        shown = read_until_hangup(controller).decode(errors="replace")
+        assert process.wait(timeout=60) == 0
+    finally:
+        os.close(controller)
+    pieces = [piece.strip() for piece in re.split(r"[\r\n]", shown) if piece.strip()]
+    bars = [piece for piece in pieces if piece.startswith("replaying")]
+    logs = [piece for piece in pieces if not piece.startswith("replaying")]
+    assert bars  # the bar showed
+    assert not [bar for bar in bars if LOG_LINE.search(bar)]  # no log line glued to it
+    assert all(LOG_LINE.match(line) for line in logs), logs
+    assert any("replay finished: " in line for line in logs)
 
 
 def test_a_gap_in_a_capture_ends_the_frame_in_progress_and_is_a_record(tmp_path: Path) -> None:
