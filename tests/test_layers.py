@@ -34,10 +34,6 @@ SHARED_COMMAND_MODULES = (
 )
 
 KNOWN_VIOLATIONS = {
-    # The coordinator is moving the outputs out of Gateway's wiring (issue 9, item 1):
-    # delete these two lines when gateway.runtime.gateway no longer imports them.
-    ("gateway.runtime.gateway", "gateway.outputs.mqtt"),
-    ("gateway.runtime.gateway", "gateway.outputs.websocket"),
     # gateway.records moves to protocol.records (issue 9, item 4): delete when it has.
     ("fwsim.truth", "gateway.records"),
 }
