@@ -133,9 +133,17 @@ class StreamDecoder:
             run_start += size
         return run_start
 
-    def _reject(self, events: list[Event], error: StreamError) -> None:
+    def _reject(self, events: list[Event], error: StreamError, run_start: int) -> int:
+        """Report a rejected candidate frame, after the garbage run that ends where it begins.
+
+        Returns where the next garbage run may begin: the candidate's bytes are hunted
+        through again but, if skipped, not reported a second time as garbage.
+        """
+        if error.offset > run_start:
+            run_start = self._report_garbage(run_start, error.offset, events, final=True)
         events.append(error)
         self._errors[error.kind] += 1
+        return max(run_start, error.offset + error.size)
 
     def _kept_sync_prefix(self, buffer: bytes, start: int) -> int:
         """Bytes at the end of ``buffer[start:]`` that may begin a sync split across chunks."""
@@ -181,7 +189,7 @@ class StreamDecoder:
             if header_end > size:
                 if not at_end:
                     break
-                self._reject(
+                run_start = self._reject(
                     events,
                     StreamError(
                         ErrorKind.TRUNCATED,
@@ -189,13 +197,14 @@ class StreamDecoder:
                         size - pos,
                         f"input ended {size - pos} bytes into a {header_size}-byte header",
                     ),
+                    run_start,
                 )
                 pos += 1
                 continue
             header = unpack_header(buffer, pos + after_sync)
             length = header[length_index]
             if length > max_payload:
-                self._reject(
+                run_start = self._reject(
                     events,
                     StreamError(
                         ErrorKind.BAD_LENGTH,
@@ -204,16 +213,16 @@ class StreamDecoder:
                         f"length {length} exceeds the maximum payload of {max_payload}",
                         header[cmd_index],
                     ),
+                    run_start,
                 )
                 pos += 1
-                run_start = self._report_garbage(run_start, base + pos, events, final=False)
                 continue
             body_end = header_end + length
             end = body_end + checksum_width
             if end > size:
                 if not at_end:
                     break
-                self._reject(
+                run_start = self._reject(
                     events,
                     StreamError(
                         ErrorKind.TRUNCATED,
@@ -222,6 +231,7 @@ class StreamDecoder:
                         f"input ended {size - pos} bytes into a {end - pos}-byte frame",
                         header[cmd_index],
                     ),
+                    run_start,
                 )
                 pos += 1
                 continue
@@ -230,7 +240,7 @@ class StreamDecoder:
                 buffer[body_end] if checksum_width == 1 else unpack_checksum(buffer, body_end)[0]
             )
             if computed != stored:
-                self._reject(
+                run_start = self._reject(
                     events,
                     StreamError(
                         ErrorKind.BAD_CHECKSUM,
@@ -239,14 +249,14 @@ class StreamDecoder:
                         f"checksum {stored:#x} in the frame, {computed:#x} computed",
                         header[cmd_index],
                     ),
+                    run_start,
                 )
                 pos += 1
-                run_start = self._report_garbage(run_start, base + pos, events, final=False)
                 continue
             cmd = header[cmd_index]
             message = messages.get(cmd)
             if message is not None and message[1] != length:
-                self._reject(
+                run_start = self._reject(
                     events,
                     StreamError(
                         ErrorKind.PAYLOAD_MISMATCH,
@@ -256,9 +266,9 @@ class StreamDecoder:
                         f"the frame has {length}",
                         cmd,
                     ),
+                    run_start,
                 )
                 pos += 1
-                run_start = self._report_garbage(run_start, base + pos, events, final=False)
                 continue
             if base + pos > run_start:
                 run_start = self._report_garbage(run_start, base + pos, events, final=True)
@@ -288,7 +298,7 @@ class StreamDecoder:
             frames += 1
             frame_bytes += end - pos
             pos = end
-            run_start = base + pos
+            run_start = max(run_start, base + pos)
         self._run_start = run_start
         self._frames += frames
         self._unknown_frames += unknown

@@ -19,7 +19,8 @@ class ErrorKind(StrEnum):
     """Why bytes in the stream did not become a frame."""
 
     GARBAGE = "garbage"
-    """Bytes skipped while hunting for a frame (``size`` says how many)."""
+    """Bytes skipped while hunting for a frame, outside any rejected candidate frame
+    (``size`` says how many)."""
     BAD_LENGTH = "bad_length"
     """A sync and a header whose length exceeds the profile's maximum."""
     BAD_CHECKSUM = "bad_checksum"
@@ -57,8 +58,9 @@ class StreamError(NamedTuple):
     offset: int
     """Offset in the stream of the first byte concerned."""
     size: int
-    """Bytes concerned: skipped (garbage), or the extent of the rejected candidate frame
-    (those bytes are hunted through again, and counted as garbage unless a frame is found)."""
+    """Bytes concerned: skipped (garbage), or the extent of the rejected candidate frame.
+    The decoder hunts through a candidate's bytes again; those it skips are counted in
+    ``bytes_skipped`` but not reported again as garbage: one fault, one error."""
     detail: str
     cmd: int | None = None
 
