@@ -3,6 +3,9 @@
 Events are immutable records. They are ``NamedTuple`` rather than frozen dataclasses
 because the decoder makes one per frame on its hot path, and a frozen dataclass costs
 three times as much to build; they match with ``match``/``case Frame(...)`` all the same.
+:class:`Frame` takes keywords only (mypy and the interpreter both refuse positions, so
+two fields of one type cannot be swapped silently); the decoder alone builds it from a
+tuple in field order, for speed.
 """
 
 from __future__ import annotations
@@ -33,13 +36,7 @@ class ErrorKind(StrEnum):
     """The input ended inside what would have been a frame."""
 
 
-class Frame(NamedTuple):
-    """A frame that passed its checksum.
-
-    ``message`` is None (and ``fields`` empty) for a command the catalog does not know;
-    ``payload`` always holds the raw payload bytes and ``raw`` the whole frame.
-    """
-
+class _FrameValues(NamedTuple):
     offset: int
     """Offset of the first sync byte in the stream."""
     cmd: int
@@ -47,8 +44,36 @@ class Frame(NamedTuple):
     fields: dict[str, Any]
     payload: bytes
     raw: bytes
-    sequence: int | None = None
-    address: int | None = None
+    header: dict[str, int]
+
+
+class Frame(_FrameValues):
+    """A frame that passed its checksum. Build it with keywords only.
+
+    ``message`` is None (and ``fields`` empty) for a command the catalog does not know;
+    ``payload`` always holds the raw payload bytes and ``raw`` the whole frame.
+    ``header`` holds the header fields other than ``cmd`` and ``length``, by name
+    (``{"sequence": 7, "address": 3}``), in the profile's order; empty when it has none.
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        *,
+        offset: int,
+        cmd: int,
+        message: str | None,
+        fields: dict[str, Any],
+        payload: bytes,
+        raw: bytes,
+        header: dict[str, int] | None = None,
+    ) -> Frame:
+        values = (offset, cmd, message, fields, payload, raw, {} if header is None else header)
+        return tuple.__new__(cls, values)
+
+    def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, Any]]:
+        return (), self._asdict()
 
 
 class StreamError(NamedTuple):

@@ -216,8 +216,11 @@ class Simulator:
         if self._sequence_modulo is not None:
             sequence = self._sequences[index]
             self._sequences[index] = (sequence + 1) % self._sequence_modulo
+        header = {"sequence": sequence, "address": device.address}
         frame = self._encoder.encode(
-            outgoing.message, outgoing.fields, sequence=sequence, address=device.address
+            outgoing.message,
+            outgoing.fields,
+            header={key: value for key, value in header.items() if value is not None},
         )
         message = self.schema.names[outgoing.message]
         record: dict[str, Any] = {

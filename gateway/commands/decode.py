@@ -9,11 +9,11 @@ from typing import Any
 
 from gateway.commands.progress import progress
 from gateway.dumps import Dump, DumpFormat, InputError, decode_dump, open_dump
-from gateway.records import dumps
 from protocol.config import DEFAULT_CATALOG, DEFAULT_PROFILE, shipped_names
 from protocol.decoder import StreamDecoder
 from protocol.errors import GatewayError, os_error_reason
 from protocol.events import DecoderStatistics
+from protocol.records import dumps
 from protocol.schema import Schema, load_schema
 
 __all__ = [

@@ -38,7 +38,6 @@ import serial
 import serial_asyncio_fast
 
 from gateway.config import ReplaySourceConfig, SerialSourceConfig, TcpSourceConfig
-from gateway.records import statistics_record
 from gateway.runtime.backoff import backoff
 from gateway.runtime.capture import CaptureWriter
 from gateway.runtime.envelope import UNKNOWN_MESSAGE, Envelope
@@ -46,6 +45,7 @@ from gateway.runtime.metrics import GatewayMetrics
 from protocol.decoder import StreamDecoder
 from protocol.errors import GatewayError
 from protocol.events import Event, Frame, StreamError
+from protocol.records import statistics_record
 from protocol.schema import Schema
 
 __all__ = [

@@ -359,9 +359,9 @@ def test_dash_reads_stdin(tmp_path: Path, default_schema: Schema) -> None:
 def test_shipped_profile_by_name(tmp_path: Path) -> None:
     encoder = FrameEncoder(load_schema("addressed-crc16"))
     frames = [
-        encoder.encode("power", POWER, sequence=7, address=3),
-        encoder.encode("heartbeat", STATUS, sequence=8, address=3),
-        encoder.encode_raw(0x1234, b"\xff", sequence=9, address=4),
+        encoder.encode("power", POWER, header={"sequence": 7, "address": 3}),
+        encoder.encode("heartbeat", STATUS, header={"sequence": 8, "address": 3}),
+        encoder.encode_raw(0x1234, b"\xff", header={"sequence": 9, "address": 4}),
     ]
     dump = write_dump(tmp_path, b"".join(frames))
 

@@ -96,19 +96,23 @@ def test_accepts_bytearray_and_memoryview(default_schema: Schema) -> None:
 def test_sequence_and_address_come_from_the_header(crc_schema: Schema) -> None:
     encoder = FrameEncoder(crc_schema)
     stream = b"".join(
-        encoder.encode("power", {"battery": n, "current": 0, "charge": 1}, sequence=n, address=9)
+        encoder.encode(
+            "power",
+            {"battery": n, "current": 0, "charge": 1},
+            header={"sequence": n, "address": 9},
+        )
         for n in range(256)
     )
     events = decode(crc_schema, [stream])
-    assert [(e.sequence, e.address) for e in events if isinstance(e, Frame)] == [
-        (n, 9) for n in range(256)
+    assert [e.header for e in events if isinstance(e, Frame)] == [
+        {"sequence": n, "address": 9} for n in range(256)
     ]
 
 
-def test_default_profile_frames_have_no_sequence_or_address(default_schema: Schema) -> None:
+def test_default_profile_frames_have_no_header_fields(default_schema: Schema) -> None:
     [frame] = StreamDecoder(default_schema).feed(POWER)
     assert isinstance(frame, Frame)
-    assert (frame.sequence, frame.address) == (None, None)
+    assert frame.header == {}
 
 
 def test_events_match_as_a_small_vocabulary(default_schema: Schema) -> None:
