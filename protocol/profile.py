@@ -72,7 +72,8 @@ class HeaderField(StrictModel):
     @model_validator(mode="after")
     def _role_or_name(self) -> HeaderField:
         if (self.role is None) == (self.name is None):
-            raise ValueError("expected either a role or a name")
+            given = "neither" if self.role is None else f"both ({self.role.value!r}, {self.name!r})"
+            raise ValueError(f"expected a role or a name, got {given}")
         return self
 
     @property
