@@ -7,6 +7,7 @@ by the encoder, so a mistake shared by the encoder and the decoder shows.
 from __future__ import annotations
 
 import pickle
+import re
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from protocol.decoder import StreamDecoder
 from protocol.encoder import FrameEncoder
 from protocol.errors import EncodeError
 from protocol.events import Frame
-from protocol.records import event_record
+from protocol.records import RESERVED_KEYS, event_record
 from protocol.schema import Schema, compile_schema
 from tests.protocol.conftest import DATA
 from tests.protocol.streams import chunkings, decode
@@ -147,3 +148,10 @@ def test_frames_are_built_with_keywords_only() -> None:
     assert frame.header == {}
     assert pickle.loads(pickle.dumps(frame)) == frame
     assert frame._replace(offset=5).offset == 5
+
+
+def test_the_readme_lists_the_names_a_header_field_may_not_take() -> None:
+    readme = (DATA.parent.parent.parent / "README.md").read_text(encoding="utf-8")
+    profiles = readme.split("## Profiles", 1)[1].split("\n## ", 1)[0]
+    listed = profiles.split("use themselves (", 1)[1].split(")", 1)[0]
+    assert set(re.findall(r"`(\w+)`", listed)) == RESERVED_KEYS
