@@ -69,7 +69,6 @@ class StreamDecoder:
         self._checksum_width = profile.checksum.width
         self._checksum_start = profile.checksum_start
         self._max_payload = profile.max_payload
-        self._max_frame = profile.overhead + profile.max_payload
         self._checksum = schema.checksum
         self._checksum_unpack = schema.checksum_struct.unpack_from
         self._unpack_header = schema.header_unpack
@@ -123,11 +122,6 @@ class StreamDecoder:
             bytes_skipped=self._base - self._bytes_in_frames,
             bytes_pending=len(self._buffer),
         )
-
-    @property
-    def max_frame_size(self) -> int:
-        """The largest frame the profile allows; the decoder never holds more than this."""
-        return self._max_frame
 
     def _report_garbage(
         self, run_start: int, upto: int, events: list[Event], *, final: bool

@@ -5,7 +5,7 @@ is one ``struct.unpack_from`` away from its values. This module walks a compiled
 construct ``Struct`` and, when every field is something it understands (numbers,
 fixed bytes, the adapters of :mod:`protocol.fields`, fixed-count arrays of those),
 generates a decode function from it. Anything else gets no plan, and the caller
-falls back to construct. ``tests/protocol/test_plan.py`` shows both agree.
+falls back to construct. ``tests/protocol/test_roundtrip.py`` shows both agree.
 """
 
 from __future__ import annotations

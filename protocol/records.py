@@ -3,7 +3,7 @@
 :func:`frame_record` builds the part every JSON form of a frame shares: ``cmd``,
 ``message``, ``fields``, the header fields by name, and ``payload``/``raw`` as hex.
 :func:`event_record` adds what ``tgw decode`` prints around it; the gateway's envelope
-(:mod:`gateway.runtime.envelope`) adds its own keys. Bytes become hex strings.
+adds its own keys the same way. Bytes become hex strings.
 """
 
 from __future__ import annotations

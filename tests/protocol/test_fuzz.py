@@ -20,7 +20,10 @@ def run(schema: Schema, chunks: list[bytes]) -> tuple[list[Event], StreamDecoder
     events: list[Event] = []
     for chunk in chunks:
         events.extend(decoder.feed(chunk))
-        assert decoder.statistics().bytes_pending < decoder.max_frame_size
+        assert (
+            decoder.statistics().bytes_pending
+            < schema.profile.overhead + schema.profile.max_payload
+        )
     events.extend(decoder.finish())
     return events, decoder
 
