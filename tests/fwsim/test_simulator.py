@@ -15,7 +15,7 @@ import pytest
 
 from protocol.decoder import StreamDecoder
 from protocol.encoder import FrameEncoder
-from protocol.events import Event, Frame, StreamError
+from protocol.events import ErrorKind, Event, Frame, StreamError
 from protocol.records import event_record
 from protocol.schema import Schema
 from tests.fwsim.helpers import (
@@ -395,3 +395,24 @@ def test_stdout_output_pipes_into_tgw_decode(tmp_path: Path) -> None:
     )
     assert len(decoded.stdout.splitlines()) == 50
     assert b"50 frames (0 unknown), errors: none" in decoded.stderr
+
+
+def test_one_fault_one_error(tmp_path: Path, default_schema: Schema) -> None:
+    # Frames with a bad checksum and noise bursts between frames: each is one error
+    # (the bad frame's bytes, hunted through again, are not garbage as well).
+    dump, truth = tmp_path / "dump.bin", tmp_path / "truth.jsonl"
+    run("fwsim", "--output", dump, "--duration", "300", "--truth", truth, "--seed", "9",
+        "--bad-checksum", "0.05", "--garbage-burst", "0.05")  # fmt: skip
+    records = read_jsonl(truth)
+    bad = sum(1 for r in records if r["type"] == "frame" and r["fault"] == "bad_checksum")
+    bursts = sum(1 for r in records if r["type"] == "fault" and r["kind"] == "garbage_burst")
+    decoder = StreamDecoder(default_schema)
+    decoder.feed(dump.read_bytes())
+    decoder.finish()
+    errors = decoder.statistics().errors
+    assert bad > 10
+    assert bursts > 10
+    assert errors.get(ErrorKind.BAD_CHECKSUM) == bad
+    # a burst right after a bad frame is garbage of its own; two bursts in a row are one run
+    assert errors.get(ErrorKind.GARBAGE, 0) <= bursts
+    assert sum(errors.values()) <= bad + bursts
