@@ -135,7 +135,9 @@ class StreamDecoder:
         while upto - run_start >= limit or (final and upto > run_start):
             size = min(limit, upto - run_start)
             detail = f"skipped {size} byte{'' if size == 1 else 's'}"
-            events.append(StreamError(ErrorKind.GARBAGE, run_start, size, detail))
+            events.append(
+                StreamError(kind=ErrorKind.GARBAGE, offset=run_start, size=size, detail=detail)
+            )
             self._errors[ErrorKind.GARBAGE] += 1
             run_start += size
         return run_start
@@ -198,10 +200,10 @@ class StreamDecoder:
                 run_start = self._reject(
                     events,
                     StreamError(
-                        ErrorKind.TRUNCATED,
-                        base + pos,
-                        size - pos,
-                        f"input ended {size - pos} bytes into a {header_size}-byte header",
+                        kind=ErrorKind.TRUNCATED,
+                        offset=base + pos,
+                        size=size - pos,
+                        detail=f"input ended {size - pos} bytes into a {header_size}-byte header",
                     ),
                     run_start,
                 )
@@ -213,11 +215,11 @@ class StreamDecoder:
                 run_start = self._reject(
                     events,
                     StreamError(
-                        ErrorKind.BAD_LENGTH,
-                        base + pos,
-                        header_size,
-                        f"length {length} exceeds the maximum payload of {max_payload}",
-                        header[cmd_index],
+                        kind=ErrorKind.BAD_LENGTH,
+                        offset=base + pos,
+                        size=header_size,
+                        detail=f"length {length} exceeds the maximum payload of {max_payload}",
+                        cmd=header[cmd_index],
                     ),
                     run_start,
                 )
@@ -231,11 +233,11 @@ class StreamDecoder:
                 run_start = self._reject(
                     events,
                     StreamError(
-                        ErrorKind.TRUNCATED,
-                        base + pos,
-                        size - pos,
-                        f"input ended {size - pos} bytes into a {end - pos}-byte frame",
-                        header[cmd_index],
+                        kind=ErrorKind.TRUNCATED,
+                        offset=base + pos,
+                        size=size - pos,
+                        detail=f"input ended {size - pos} bytes into a {end - pos}-byte frame",
+                        cmd=header[cmd_index],
                     ),
                     run_start,
                 )
@@ -249,11 +251,11 @@ class StreamDecoder:
                 run_start = self._reject(
                     events,
                     StreamError(
-                        ErrorKind.BAD_CHECKSUM,
-                        base + pos,
-                        end - pos,
-                        f"checksum {stored:#x} in the frame, {computed:#x} computed",
-                        header[cmd_index],
+                        kind=ErrorKind.BAD_CHECKSUM,
+                        offset=base + pos,
+                        size=end - pos,
+                        detail=f"checksum {stored:#x} in the frame, {computed:#x} computed",
+                        cmd=header[cmd_index],
                     ),
                     run_start,
                 )
@@ -265,12 +267,12 @@ class StreamDecoder:
                 run_start = self._reject(
                     events,
                     StreamError(
-                        ErrorKind.PAYLOAD_MISMATCH,
-                        base + pos,
-                        end - pos,
-                        f"message {message[0]!r} has {message[1]} payload bytes, "
+                        kind=ErrorKind.PAYLOAD_MISMATCH,
+                        offset=base + pos,
+                        size=end - pos,
+                        detail=f"message {message[0]!r} has {message[1]} payload bytes, "
                         f"the frame has {length}",
-                        cmd,
+                        cmd=cmd,
                     ),
                     run_start,
                 )

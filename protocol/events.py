@@ -3,9 +3,9 @@
 Events are immutable records. They are ``NamedTuple`` rather than frozen dataclasses
 because the decoder makes one per frame on its hot path, and a frozen dataclass costs
 three times as much to build; they match with ``match``/``case Frame(...)`` all the same.
-:class:`Frame` takes keywords only (mypy and the interpreter both refuse positions, so
-two fields of one type cannot be swapped silently); the decoder alone builds it from a
-tuple in field order, for speed.
+:class:`Frame` and :class:`StreamError` take keywords only (mypy and the interpreter
+both refuse positions, so two fields of one type cannot be swapped silently); the
+decoder alone builds frames from a tuple in field order, for speed.
 """
 
 from __future__ import annotations
@@ -76,9 +76,7 @@ class Frame(_FrameValues):
         return (), self._asdict()
 
 
-class StreamError(NamedTuple):
-    """Bytes that did not make a frame, and why. Reported, counted, never raised."""
-
+class _StreamErrorValues(NamedTuple):
     kind: ErrorKind
     offset: int
     """Offset in the stream of the first byte concerned."""
@@ -87,7 +85,22 @@ class StreamError(NamedTuple):
     The decoder hunts through a candidate's bytes again; those it skips are counted in
     ``bytes_skipped`` but not reported again as garbage: one fault, one error."""
     detail: str
-    cmd: int | None = None
+    cmd: int | None
+
+
+class StreamError(_StreamErrorValues):
+    """Bytes that did not make a frame, and why. Reported, counted, never raised.
+    Build it with keywords only."""
+
+    __slots__ = ()
+
+    def __new__(
+        cls, *, kind: ErrorKind, offset: int, size: int, detail: str, cmd: int | None = None
+    ) -> StreamError:
+        return tuple.__new__(cls, (kind, offset, size, detail, cmd))
+
+    def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, Any]]:
+        return (), self._asdict()
 
 
 Event = Frame | StreamError

@@ -52,7 +52,9 @@ def test_garbage_is_reported_while_it_lasts_not_only_at_the_end(default_schema: 
     decoder = StreamDecoder(default_schema, garbage_report_bytes=100)
     assert decoder.feed(bytes(99)) == []
     [event] = decoder.feed(bytes(1))
-    assert event == StreamError(ErrorKind.GARBAGE, 0, 100, "skipped 100 bytes")
+    assert event == StreamError(
+        kind=ErrorKind.GARBAGE, offset=0, size=100, detail="skipped 100 bytes"
+    )
 
 
 def test_buffer_stays_bounded_under_a_flood_of_fake_headers(default_schema: Schema) -> None:

@@ -6,7 +6,6 @@ by the encoder, so a mistake shared by the encoder and the decoder shows.
 
 from __future__ import annotations
 
-import pickle
 import re
 from typing import Any
 
@@ -138,16 +137,6 @@ def test_records_carry_header_fields_at_the_top_level(flagged_schema: Schema) ->
     record = event_record(unknown)
     assert list(record)[5:] == ["flags", "component", "sequence", "payload", "raw"]
     assert record["payload"] == "616263"
-
-
-def test_frames_are_built_with_keywords_only() -> None:
-    values: list[Any] = [0, 1, None, {}, b"", b""]
-    with pytest.raises(TypeError):
-        Frame(*values)  # type: ignore[call-arg]  # mypy refuses it too
-    frame = Frame(offset=0, cmd=1, message=None, fields={}, payload=b"", raw=b"")
-    assert frame.header == {}
-    assert pickle.loads(pickle.dumps(frame)) == frame
-    assert frame._replace(offset=5).offset == 5
 
 
 def test_the_readme_lists_the_names_a_header_field_may_not_take() -> None:
