@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from gateway.ports import DEFAULT_BAUD, is_device, open_device, read_some
-from gateway.records import event_record
 from protocol.capture import (
     MAGIC,
     CaptureFormatError,
@@ -39,6 +38,7 @@ from protocol.capture import (
 from protocol.decoder import StreamDecoder
 from protocol.errors import GatewayError, os_error_reason
 from protocol.hextext import HexTextError, looks_like_hex_text, parse_hex_text
+from protocol.records import event_record
 
 __all__ = ["Dump", "DumpFormat", "InputError", "decode_dump", "open_dump"]
 

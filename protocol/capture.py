@@ -1,36 +1,10 @@
 """Capture files: every byte a source read, with its receive time. Format version 1.
 
 A capture is what ``tgw run`` records when capture is on, and what ``tgw decode``,
-``tgw replay`` and ``tgw check`` read back. All integers are little-endian::
-
-    file    = magic header record*
-    magic   = "TGWCAP" CR LF                      8 bytes; CR LF catches text-mode copies
-    header  = version:u16 length:u32 json         json: UTF-8 object, `length` bytes
-    record  = kind:u8 time:i64 length:u32 body    time: Unix time in nanoseconds
-
-The JSON header names where the bytes came from and how to decode them:
-``{"source": device, "kind": "serial" | "tcp", "where": port or host:port,
-"profile": ..., "catalog": ..., "part": n, "created": unix seconds, "gateway": version}``
-(``profile`` and ``catalog`` as the gateway's configuration gives them: a shipped name or
-a file path). Unknown keys are kept, so later versions can add to it.
-
-Record kinds:
-
-=====  =========  ============================================================
-kind   name       body
-=====  =========  ============================================================
-1      data       the bytes, as one read from the link returned them
-2      gap        u64: bytes read but not captured (the disk was full or slow)
-3      opened     UTF-8: the link was opened (``where``)
-4      closed     UTF-8: the link was lost or closed, and why
-=====  =========  ============================================================
-
-A reader meeting a kind it does not know stops with an error naming its offset. A file
-cut short (the gateway killed mid-write, the disk full) ends inside a record: what
-precedes is good, and :meth:`CaptureParser.finish` says how much is missing.
-
+``tgw replay`` and ``tgw check`` read back; the format is in docs/capture-format.md.
 This module is Sans-I/O: :func:`file_header` and :func:`record` build bytes,
-:class:`CaptureParser` takes bytes in any chunking and returns records.
+:class:`CaptureParser` takes bytes in any chunking and returns records; a file cut short
+ends inside a record, and :meth:`CaptureParser.finish` says how much is missing.
 """
 
 from __future__ import annotations

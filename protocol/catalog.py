@@ -217,11 +217,3 @@ class MessageCatalog(ConfigDocument):
                     f"each {attribute} once, [{values[duplicate]!r}] is taken",
                 )
         return self
-
-    def by_cmd(self) -> dict[int, MessageSpec]:
-        """Return the messages keyed by command value."""
-        return {message.cmd: message for message in self.messages}
-
-    def by_name(self) -> dict[str, MessageSpec]:
-        """Return the messages keyed by name."""
-        return {message.name: message for message in self.messages}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import crcmod
 import crcmod.predefined
 
-__all__ = ["CHECKSUMS", "ChecksumAlgorithm", "checksum_algorithm"]
+__all__ = ["CHECKSUMS", "ChecksumAlgorithm"]
 
 ChecksumFunction = Callable[[bytes], int]
 
@@ -90,8 +90,3 @@ CHECKSUMS: dict[str, ChecksumAlgorithm] = {
         ),
     )
 }
-
-
-def checksum_algorithm(name: str) -> ChecksumAlgorithm:
-    """Return the registered algorithm called ``name``; raise ``KeyError`` if there is none."""
-    return CHECKSUMS[name]

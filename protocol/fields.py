@@ -8,6 +8,7 @@ same function instead of restating it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import construct
@@ -38,13 +39,16 @@ _FORMAT_CHARS = {
 
 
 def decimals_of(*numbers: float) -> int | None:
-    """Decimal places needed to write ``numbers`` exactly in short form, or None if over 9."""
+    """Decimal places needed to write ``numbers`` exactly in short form, or None if over 9.
+
+    ``decimals_of(0.01) == 2``, ``decimals_of(1e-07) == 7``, ``decimals_of(100.0) == 0``.
+    """
     places = 0
     for number in numbers:
-        text = repr(float(number))
-        if "e" in text:
+        exponent = Decimal(repr(float(number))).normalize().as_tuple().exponent
+        if not isinstance(exponent, int):  # nan or infinity
             return None
-        places = max(places, len(text.partition(".")[2].rstrip("0")))
+        places = max(places, -exponent)
     return places if places <= 9 else None
 
 

@@ -5,7 +5,7 @@ is one ``struct.unpack_from`` away from its values. This module walks a compiled
 construct ``Struct`` and, when every field is something it understands (numbers,
 fixed bytes, the adapters of :mod:`protocol.fields`, fixed-count arrays of those),
 generates a decode function from it. Anything else gets no plan, and the caller
-falls back to construct. ``tests/protocol/test_plan.py`` shows both agree.
+falls back to construct. ``tests/protocol/test_roundtrip.py`` shows both agree.
 """
 
 from __future__ import annotations
@@ -118,24 +118,24 @@ def _unwrap_number(con: Any) -> Any:
 
 
 def derive_header_plan(body: Any) -> tuple[Callable[[bytes, int], tuple[int, ...]], list[str]]:
-    """Derive ``unpack(buffer, offset_after_sync)`` and the role order from a frame body Struct.
+    """Derive ``unpack(buffer, offset_after_sync)`` and the field names from a frame body Struct.
 
     The body is ``Const(sync)``, then named numbers (possibly ``Rebuild``/``Default``),
     then the payload; the payload is left out.
     """
-    roles: list[str] = []
+    names: list[str] = []
     formats: list[str] = []
     for subcon in body.subcons:
         if isinstance(subcon, construct.Const):
             continue
         if subcon.name == "payload":
             break
-        roles.append(subcon.name)
+        names.append(subcon.name)
         formats.append(_unwrap_number(subcon.subcon).fmtstr)
     orders = {fmt[0] for fmt in formats if struct.calcsize(fmt) > 1}
     if len(orders) <= 1:
         layout = struct.Struct((orders.pop() if orders else "<") + "".join(f[1:] for f in formats))
-        return layout.unpack_from, roles
+        return layout.unpack_from, names
     parts = [
         (struct.Struct(fmt), sum(struct.calcsize(f) for f in formats[:i]))
         for i, fmt in enumerate(formats)
@@ -144,4 +144,4 @@ def derive_header_plan(body: Any) -> tuple[Callable[[bytes, int], tuple[int, ...
     def unpack(buffer: bytes, offset: int) -> tuple[int, ...]:
         return tuple(layout.unpack_from(buffer, offset + skip)[0] for layout, skip in parts)
 
-    return unpack, roles
+    return unpack, names

@@ -1,28 +1,37 @@
 """Frame profiles: the layout of a frame on the wire, declared as data.
 
-A profile names the sync bytes, the header fields in order (their role, width and
-byte order), the largest payload, and the checksum (algorithm, byte order, span).
+A profile names the sync bytes, the header fields in order (each a role or a name,
+a width and a byte order), the largest payload, and the checksum (algorithm, byte
+order, span).
 Load one with :func:`protocol.config.load_profile`; compile it with
 :func:`protocol.schema.compile_schema`.
 """
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from protocol.checksums import CHECKSUMS
-from protocol.model import ConfigDocument, InvalidKeyError, StrictModel
+from protocol.model import ConfigDocument, InvalidKeyError, StrictModel, first_duplicate
+from protocol.records import RESERVED_KEYS
 
 __all__ = ["ChecksumSpan", "ChecksumSpec", "FrameProfile", "HeaderField", "HeaderRole"]
 
 ByteOrder = Literal["little", "big"]
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class HeaderRole(StrEnum):
-    """What a header field means. ``cmd`` and ``length`` are required, the others optional."""
+    """A header field the decoder or the gateway gives a meaning to.
+
+    ``cmd`` and ``length`` are required, the others optional. Every header field but
+    ``cmd`` and ``length`` reaches :attr:`protocol.events.Frame.header` under its name
+    (a role's name is its value), whether it has a role or only a name.
+    """
 
     CMD = "cmd"
     LENGTH = "length"
@@ -40,11 +49,37 @@ class ChecksumSpan(StrEnum):
 
 
 class HeaderField(StrictModel):
-    """One header field after the sync bytes."""
+    """One header field after the sync bytes: a role, or a name for data with no role."""
 
-    role: HeaderRole
+    role: HeaderRole | None = None
+    name: str | None = None
     width: Literal[1, 2, 4] = 1
     byte_order: ByteOrder = "little"
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _NAME.match(value):
+            raise ValueError(f"expected a name of letters, digits and '_', got {value!r}")
+        if value in HeaderRole.__members__.values():
+            raise ValueError(f"{value!r} is a role: write role = {value!r}")
+        if value in RESERVED_KEYS:
+            raise ValueError(f"{value!r} is a key of the records and envelopes themselves")
+        return value
+
+    @model_validator(mode="after")
+    def _role_or_name(self) -> HeaderField:
+        if (self.role is None) == (self.name is None):
+            given = "neither" if self.role is None else f"both ({self.role.value!r}, {self.name!r})"
+            raise ValueError(f"expected a role or a name, got {given}")
+        return self
+
+    @property
+    def key(self) -> str:
+        """The field's name in frames, records and envelopes: its role's value, or its name."""
+        return self.role.value if self.role is not None else str(self.name)
 
 
 class ChecksumSpec(StrictModel):
@@ -102,6 +137,12 @@ class FrameProfile(ConfigDocument):
                     f"expected {'exactly' if required else 'at most'} one field with "
                     f"role {role.value!r}, got {count}",
                 )
+        keys = [field.key for field in self.header]
+        duplicate = first_duplicate(list(keys))
+        if duplicate is not None:
+            raise InvalidKeyError(
+                ("header", duplicate, "name"), f"names must be unique, {keys[duplicate]!r} is taken"
+            )
         length_width = self.field(HeaderRole.LENGTH).width  # type: ignore[union-attr]
         if self.max_payload >= 1 << (8 * length_width):
             raise InvalidKeyError(

@@ -89,13 +89,14 @@ class Schema:
     checksum: Callable[[bytes], int]
     checksum_struct: struct.Struct
     header_unpack: Callable[[bytes, int], tuple[int, ...]]
-    """``header_unpack(buffer, offset_after_sync)`` -> header values in ``header_roles`` order."""
-    header_roles: tuple[HeaderRole, ...]
+    """``header_unpack(buffer, offset_after_sync)`` -> header values in ``header_keys`` order."""
+    header_keys: tuple[str, ...]
+    """The header fields' names (:attr:`protocol.profile.HeaderField.key`), in wire order."""
 
     def parse_frame_with_construct(self, frame: bytes) -> dict[str, Any]:
         """Parse one complete frame with construct alone; raise ``construct.ConstructError``.
 
-        Returns the header values by role, ``payload`` and, for a known command,
+        Returns the header values by name, ``payload`` and, for a known command,
         ``message`` and ``fields``. The reference the fast paths are tested against.
         """
         parsed = self.frame.parse(frame)
@@ -113,9 +114,9 @@ def _frame_construct(profile: FrameProfile) -> Any:
         number = _number(header_field.width, header_field.byte_order)
         if header_field.role is HeaderRole.LENGTH:
             number = construct.Rebuild(number, construct.len_(construct.this.payload))
-        elif header_field.role in (HeaderRole.SEQUENCE, HeaderRole.ADDRESS):
+        elif header_field.role is not HeaderRole.CMD:
             number = construct.Default(number, 0)
-        body_fields.append(header_field.role.value / number)
+        body_fields.append(header_field.key / number)
     body_fields.append("payload" / construct.Bytes(construct.this.length))
     algorithm = CHECKSUMS[profile.checksum.algorithm]
     start = profile.checksum_start
@@ -161,7 +162,7 @@ def compile_schema(profile: FrameProfile, catalog: MessageCatalog) -> Schema:
         messages[message.cmd] = MessageSchema(message, payload, derive_payload_plan(payload))
     frame = _frame_construct(profile)
     body = frame.subcons[0].subcon.subcon  # Renamed("body") -> RawCopy -> Struct
-    header_unpack, header_roles = derive_header_plan(body)
+    header_unpack, header_keys = derive_header_plan(body)
     checksum_construct = frame.subcons[1].subcon.checksumfield
     return Schema(
         profile=profile,
@@ -172,7 +173,7 @@ def compile_schema(profile: FrameProfile, catalog: MessageCatalog) -> Schema:
         checksum=CHECKSUMS[profile.checksum.algorithm].compute,
         checksum_struct=struct.Struct(checksum_construct.fmtstr),
         header_unpack=header_unpack,
-        header_roles=tuple(HeaderRole(role) for role in header_roles),
+        header_keys=tuple(header_keys),
     )
 
 

@@ -33,10 +33,7 @@ SHARED_COMMAND_MODULES = (
     "gateway.commands.serving",
 )
 
-KNOWN_VIOLATIONS = {
-    # gateway.records moves to protocol.records (issue 9, item 4): delete when it has.
-    ("fwsim.truth", "gateway.records"),
-}
+KNOWN_VIOLATIONS: set[tuple[str, str]] = set()
 """(importer, imported) pairs tolerated for now. Each is a debt: a test fails when one is
 no longer needed, so that it is deleted here."""
 

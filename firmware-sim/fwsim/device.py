@@ -196,7 +196,7 @@ class SimulatedDevice:
             if event.kind is not ErrorKind.PAYLOAD_MISMATCH or event.cmd is None:
                 return []
             return self._nack(0, event.cmd, NackReason.BAD_LENGTH, now)
-        if self.address is not None and event.address not in (self.address, None):
+        if self.address is not None and event.header.get("address") not in (self.address, None):
             return []
         spec = self.schema.messages.get(event.cmd)
         order = self.schema.catalog.byte_order

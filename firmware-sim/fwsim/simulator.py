@@ -212,20 +212,20 @@ class Simulator:
 
     async def _send(self, index: int, outgoing: Outgoing, now: float) -> None:
         device = self.devices[index]
-        sequence = None
+        header: dict[str, int] = {}
         if self._sequence_modulo is not None:
-            sequence = self._sequences[index]
-            self._sequences[index] = (sequence + 1) % self._sequence_modulo
-        frame = self._encoder.encode(
-            outgoing.message, outgoing.fields, sequence=sequence, address=device.address
-        )
+            header["sequence"] = self._sequences[index]
+            self._sequences[index] = (header["sequence"] + 1) % self._sequence_modulo
+        if device.address is not None:
+            header["address"] = device.address
+        frame = self._encoder.encode(outgoing.message, outgoing.fields, header=header)
         message = self.schema.names[outgoing.message]
         record: dict[str, Any] = {
             "type": "frame",
             "time": round(outgoing.time, 6),
             "device": index,
             "address": device.address,
-            "sequence": sequence,
+            "sequence": header.get("sequence"),
             "cmd": message.spec.cmd,
             "message": outgoing.message,
             "fields": message.decoder()(frame, self._header_size),  # as encoded, quantised

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from gateway.records import dumps
+from protocol.records import dumps
 
 __all__ = ["TruthWriter"]
 

@@ -1,7 +1,7 @@
 """Golden comparison: decoded records against the expected records of a golden file.
 
 ``tgw check`` decodes a dump, reads the expected records (JSON lines, the shape
-:func:`gateway.records.event_record` makes) and calls :func:`compare`; an empty answer means
+:func:`protocol.records.event_record` makes) and calls :func:`compare`; an empty answer means
 the dump still decodes as it did, anything else is printed with :func:`format_differences`.
 
 The two lists are aligned first, so that one record lost or gained shows as one ``missing``

@@ -27,9 +27,9 @@ from gateway.ci.junit import CaseResult, write_junit
 from gateway.commands.options import add_input_options, check_schema_options, schema_for
 from gateway.commands.progress import progress
 from gateway.dumps import DumpFormat, decode_dump, open_dump
-from gateway.records import dumps
 from protocol.decoder import StreamDecoder
 from protocol.errors import GatewayError, os_error_reason
+from protocol.records import dumps
 
 __all__ = ["add_check_command"]
 

@@ -16,10 +16,10 @@ from gateway.commands.options import (
 )
 from gateway.commands.progress import progress
 from gateway.dumps import DumpFormat, decode_dump, open_dump
-from gateway.records import dumps
 from protocol.decoder import StreamDecoder
 from protocol.errors import GatewayError, os_error_reason
 from protocol.events import DecoderStatistics
+from protocol.records import dumps
 
 __all__ = ["OutputError", "add_decode_command", "summary_line"]
 

@@ -107,10 +107,10 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from gateway.config import WebSocketConfig
-from gateway.records import json_default
 from gateway.runtime.hub import Hub, Subscriber
 from gateway.runtime.metrics import CONTENT_TYPE, GatewayMetrics
 from protocol.errors import GatewayError
+from protocol.records import json_default
 
 __all__ = ["CommandSink", "ErrorCode", "Role", "TokenBucket", "WebSocketServer", "hard_size_limit"]
 

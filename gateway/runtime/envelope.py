@@ -1,18 +1,16 @@
 """The envelope: one shape for a decoded frame everywhere it goes (WebSocket, MQTT, logs).
 
-A frame from a source becomes an :class:`Envelope` once, gets a gateway sequence
-number from the hub, and is serialised to JSON once (:meth:`Envelope.to_json`); every
-subscriber and the MQTT publisher send those same bytes.
-
-JSON (documented in README.md, "The envelope")::
+A frame from a source becomes an :class:`Envelope` once, gets the gateway's sequence
+number when it is published, and is serialised to JSON once (:meth:`Envelope.to_json`);
+every output sends those same bytes. The JSON (README.md, "The envelope")::
 
     {"type": "message", "seq": 1042, "device": "node-1", "message": "environment",
      "cmd": 16, "time": 1764063421.123456, "fields": {...},
      "sequence": 7, "address": 3, "raw": "aa55..."}
 
-``sequence`` and ``address`` appear when the frame's profile has them, ``raw`` when the
-source is configured to include it. ``message`` is null for a command the catalog does
-not know (the topic then says ``unknown``).
+The frame's part of it is :func:`protocol.records.frame_record`'s: the header fields
+(``sequence``, ``address``, named ones) when the profile has them, ``raw`` when the
+source includes it. ``message`` is null for a command the catalog does not know.
 """
 
 from __future__ import annotations
@@ -22,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from gateway.records import json_default
 from protocol.events import Frame
+from protocol.records import frame_record, json_default
 
 __all__ = ["UNKNOWN_MESSAGE", "Envelope"]
 
@@ -40,7 +38,7 @@ class Envelope:
     received: float
     """Unix time the frame's last byte was read."""
     seq: int = 0
-    """The gateway's sequence number, assigned by the hub (0 until then)."""
+    """The gateway's sequence number, assigned when it is published (0 until then)."""
     include_raw: bool = False
 
     @property
@@ -50,22 +48,16 @@ class Envelope:
 
     def record(self) -> dict[str, Any]:
         """The envelope as a plain dict."""
-        frame = self.frame
         record: dict[str, Any] = {
             "type": "message",
             "seq": self.seq,
             "device": self.device,
-            "message": frame.message,
-            "cmd": frame.cmd,
+            # placeholders, filled by frame_record below: they set the envelope's key order
+            "message": None,
+            "cmd": None,
             "time": self.received,
-            "fields": frame.fields,
         }
-        if frame.sequence is not None:
-            record["sequence"] = frame.sequence
-        if frame.address is not None:
-            record["address"] = frame.address
-        if self.include_raw:
-            record["raw"] = frame.raw.hex()
+        record.update(frame_record(self.frame, raw=self.include_raw, unknown_payload=False))
         return record
 
     def to_json(self) -> bytes:

@@ -143,7 +143,9 @@ class Gateway:
             sequence = self._command_sequence.get(device, 0)
             self._command_sequence[device] = (sequence + 1) % 256
         try:
-            frame = encoder.encode(message, fields, sequence=sequence)
+            frame = encoder.encode(
+                message, fields, header=None if sequence is None else {"sequence": sequence}
+            )
         except EncodeError as exc:
             raise CommandError(str(exc)) from exc
         try:

@@ -17,8 +17,8 @@ import orjson
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from gateway.records import json_default
 from gateway.runtime.metrics import CONTENT_TYPE, GatewayMetrics
+from protocol.records import json_default
 
 __all__ = ["HttpEndpoints"]
 

@@ -27,12 +27,12 @@ from typing import Any
 
 import prometheus_client
 
-from gateway.records import statistics_record
 from gateway.runtime.envelope import UNKNOWN_MESSAGE, Envelope
 from gateway.runtime.metrics import GatewayMetrics
 from gateway.runtime.status import DeviceStatus
 from protocol.decoder import StreamDecoder
 from protocol.events import DecoderStatistics, Event, Frame, StreamError
+from protocol.records import statistics_record
 from protocol.schema import Schema
 
 __all__ = [

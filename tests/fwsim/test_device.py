@@ -124,7 +124,9 @@ def test_a_device_answers_only_its_own_address(crc_schema: Schema) -> None:
     device.boot(0.0)
     encoder = FrameEncoder(crc_schema)
     for address, answered in ((1, False), (2, True)):
-        frame = encoder.encode("ping", {"request_id": 3}, sequence=0, address=address)
+        frame = encoder.encode(
+            "ping", {"request_id": 3}, header={"sequence": 0, "address": address}
+        )
         [event] = StreamDecoder(crc_schema).feed(frame)
         assert bool(device.handle(event, 0.0)) is answered
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from gateway.records import event_record
 from protocol.decoder import StreamDecoder
 from protocol.encoder import FrameEncoder
-from protocol.events import Event, Frame, StreamError
+from protocol.events import ErrorKind, Event, Frame, StreamError
+from protocol.records import event_record
 from protocol.schema import Schema
 from tests.fwsim.helpers import (
     BIN,
@@ -113,9 +113,9 @@ def test_with_every_fault_the_decoder_loses_exactly_the_faulted_frames(
     statistics = decoder.statistics()
     intact = truth_frames(truth)
     assert decoded_records(events) == frame_records(intact)
-    assert [(e.sequence, e.address) for e in events if isinstance(e, Frame)] == [
-        (r["sequence"], r["address"]) for r in intact
-    ]
+    assert [
+        (e.header["sequence"], e.header["address"]) for e in events if isinstance(e, Frame)
+    ] == [(r["sequence"], r["address"]) for r in intact]
     junk = sum(r["size"] for r in truth if r["type"] == "fault" and "size" in r)
     spoiled = sum(r["size"] for r in truth_frames(truth, intact_only=False) if r not in intact)
     assert statistics.frames == len(intact)
@@ -308,7 +308,7 @@ def test_several_devices_share_an_addressed_bus(tmp_path: Path, crc_schema: Sche
     frames = [e for e in decode_bytes(crc_schema, dump.read_bytes()) if isinstance(e, Frame)]
     by_address: dict[int | None, list[int | None]] = {}
     for frame in frames:
-        by_address.setdefault(frame.address, []).append(frame.sequence)
+        by_address.setdefault(frame.header["address"], []).append(frame.header["sequence"])
     assert set(by_address) == {1, 2, 3}
     for sequences in by_address.values():  # each device numbers its own frames
         assert sequences == [n % 256 for n in range(len(sequences))]
@@ -417,3 +417,24 @@ def test_stdout_output_pipes_into_tgw_decode(tmp_path: Path) -> None:
     )
     assert len(decoded.stdout.splitlines()) == 50
     assert b"50 frames (0 unknown), errors: none" in decoded.stderr
+
+
+def test_one_fault_one_error(tmp_path: Path, default_schema: Schema) -> None:
+    # Frames with a bad checksum and noise bursts between frames: each is one error
+    # (the bad frame's bytes, hunted through again, are not garbage as well).
+    dump, truth = tmp_path / "dump.bin", tmp_path / "truth.jsonl"
+    run("fwsim", "--output", dump, "--duration", "300", "--truth", truth, "--seed", "9",
+        "--bad-checksum", "0.05", "--garbage-burst", "0.05")  # fmt: skip
+    records = read_jsonl(truth)
+    bad = sum(1 for r in records if r["type"] == "frame" and r["fault"] == "bad_checksum")
+    bursts = sum(1 for r in records if r["type"] == "fault" and r["kind"] == "garbage_burst")
+    decoder = StreamDecoder(default_schema)
+    decoder.feed(dump.read_bytes())
+    decoder.finish()
+    errors = decoder.statistics().errors
+    assert bad > 10
+    assert bursts > 10
+    assert errors.get(ErrorKind.BAD_CHECKSUM) == bad
+    # a burst right after a bad frame is garbage of its own; two bursts in a row are one run
+    assert errors.get(ErrorKind.GARBAGE, 0) <= bursts
+    assert sum(errors.values()) <= bad + bursts

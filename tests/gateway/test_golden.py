@@ -1,6 +1,6 @@
 """Golden comparison: alignment, key-by-key changes and their descriptions.
 
-Most records are written by hand in the shape :func:`gateway.records.event_record` makes;
+Most records are written by hand in the shape :func:`protocol.records.event_record` makes;
 the end-to-end tests decode real dumps built with :class:`FrameEncoder`, change the bytes
 (a frame lost, garbage inserted) and check that only that one change is reported.
 """
@@ -27,9 +27,9 @@ from gateway.ci.golden import (
     compare,
     format_differences,
 )
-from gateway.records import dumps, event_record
 from protocol.decoder import StreamDecoder
 from protocol.encoder import FrameEncoder
+from protocol.records import dumps, event_record
 from protocol.schema import Schema
 
 Record = dict[str, Any]

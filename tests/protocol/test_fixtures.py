@@ -108,7 +108,7 @@ def test_unknown_commands_are_frames_with_their_raw_payload(
     frame = bytes.fromhex(hex_frame)
     decoder = StreamDecoder(default_schema)
     [event] = decoder.feed(frame)
-    assert event == Frame(0, cmd, None, {}, payload, frame)
+    assert event == Frame(offset=0, cmd=cmd, message=None, fields={}, payload=payload, raw=frame)
     assert decoder.statistics().unknown_frames == 1
     assert FrameEncoder(default_schema).encode_raw(cmd, payload) == frame
 
@@ -124,11 +124,13 @@ def test_second_profile_decodes_and_encodes_the_literal_frame(crc_schema: Schema
         fields={"battery": 3700, "current": -20, "charge": 88},
         payload=frame[7:-2],
         raw=frame,
-        sequence=7,
-        address=3,
+        header={"sequence": 7, "address": 3},
     )
     fields = {"battery": 3700, "current": -20, "charge": 88}
-    assert FrameEncoder(crc_schema).encode("power", fields, sequence=7, address=3) == frame
+    assert (
+        FrameEncoder(crc_schema).encode("power", fields, header={"sequence": 7, "address": 3})
+        == frame
+    )
 
 
 def test_second_profile_rejects_a_default_frame_and_vice_versa(

@@ -118,11 +118,11 @@ def test_second_profile_round_trip_and_construct_agree(
         data.draw(valid_payloads(message))
     )
     frame = FrameEncoder(crc_schema).encode(
-        message.name, fields, sequence=sequence, address=address
+        message.name, fields, header={"sequence": sequence, "address": address}
     )
     [event] = StreamDecoder(crc_schema).feed(frame)
     assert isinstance(event, Frame)
-    assert (event.sequence, event.address) == (sequence, address)
+    assert event.header == {"sequence": sequence, "address": address}
     reference = crc_schema.parse_frame_with_construct(frame)
     assert reference["sequence"] == sequence
     assert reference["address"] == address
@@ -138,7 +138,7 @@ def test_second_profile_round_trip_and_construct_agree(
     payload=st.one_of(st.binary(max_size=64), st.binary(min_size=5, max_size=8)),
 )
 def test_raw_frames_agree_with_construct(crc_schema: Schema, cmd: int, payload: bytes) -> None:
-    frame = FrameEncoder(crc_schema).encode_raw(cmd, payload, sequence=1, address=2)
+    frame = FrameEncoder(crc_schema).encode_raw(cmd, payload, header={"sequence": 1, "address": 2})
     event, *after = StreamDecoder(crc_schema).feed(frame)
     if isinstance(event, Frame):
         assert after == []
