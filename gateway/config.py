@@ -19,6 +19,7 @@ from protocol.model import ConfigDocument, InvalidKeyError, StrictModel, first_d
 __all__ = [
     "CaptureConfig",
     "GatewayConfig",
+    "HttpConfig",
     "LoggingConfig",
     "MqttConfig",
     "ReplaySourceConfig",
@@ -94,7 +95,8 @@ SourceConfig = Annotated[
 
 
 class WebSocketConfig(StrictModel):
-    """The WebSocket server, which also serves ``/healthz`` and ``/metrics``."""
+    """The WebSocket server; it also answers ``/healthz`` and ``/metrics`` when ``[http]``
+    shares its port (the default)."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -119,6 +121,17 @@ class WebSocketConfig(StrictModel):
     command_rate: Annotated[float, Field(gt=0)] = 5.0
     """Commands per second a client may send (token bucket), bursts of ``command_burst``."""
     command_burst: Annotated[int, Field(ge=1)] = 10
+
+
+class HttpConfig(StrictModel):
+    """``/healthz`` and ``/metrics``: on the WebSocket server's port when they share it
+    (the default), else on a plain HTTP server of their own."""
+
+    enabled: bool = True
+    host: str | None = None
+    """None: the WebSocket server's host."""
+    port: Port | None = None
+    """None: the WebSocket server's port."""
 
 
 class MqttConfig(StrictModel):
@@ -170,6 +183,7 @@ class GatewayConfig(ConfigDocument):
 
     sources: tuple[SourceConfig, ...] = ()
     websocket: WebSocketConfig = WebSocketConfig()
+    http: HttpConfig = HttpConfig()
     mqtt: MqttConfig = MqttConfig()
     capture: CaptureConfig = CaptureConfig()
     logging: LoggingConfig = LoggingConfig()

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from gateway import __version__
 from gateway.config import GatewayConfig, ReplaySourceConfig, SourceConfig
 from gateway.outputs.mqtt import MqttPublisher
-from gateway.outputs.websocket import WebSocketServer
+from gateway.outputs.websocket import build as build_websocket
 from gateway.runtime.capture import CaptureWriter
 from gateway.runtime.envelope import Envelope
-from gateway.runtime.hub import Hub
+from gateway.runtime.http import HttpEndpoints, standalone_http_server
+from gateway.runtime.journal import Journal
 from gateway.runtime.metrics import GatewayMetrics
+from gateway.runtime.output import OutputContext
 from gateway.runtime.replay import ReplaySource
 from gateway.runtime.sources import Source, make_source
+from gateway.runtime.status import DeviceStatus
 from protocol.capture import CaptureHeader
 from protocol.catalog import Direction
 from protocol.encoder import FrameEncoder
@@ -55,7 +59,7 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.metrics = GatewayMetrics()
-        self.hub = Hub(history=config.websocket.history, metrics=self.metrics)
+        self.journal = Journal(history=config.websocket.history)
         schemas: dict[tuple[str, str], Schema] = {}
         self.sources: dict[str, Source] = {}
         self._encoders: dict[str, FrameEncoder] = {}
@@ -93,31 +97,38 @@ class Gateway:
             self._encoders[source_config.device] = FrameEncoder(schema)
             self.metrics.device_online.labels(source_config.device).set(0)
         self.mqtt = MqttPublisher(config.mqtt, self.metrics) if config.mqtt.enabled else None
-        self.websocket = (
-            WebSocketServer(
-                config.websocket,
-                self.hub,
-                self.metrics,
+        self.http = HttpEndpoints(health=self.health, metrics=self.metrics)
+        self.websocket = build_websocket(
+            OutputContext(
+                config=config,
+                config_path=None,
+                metrics=self.metrics,
+                journal=self.journal,
+                http=self.http,
+                schemas={device: source.schema for device, source in self.sources.items()},
                 hello=self.hello,
-                health=self.health,
                 commands=self,
             )
-            if config.websocket.enabled
-            else None
         )
+        self.http_server = standalone_http_server(config, self.http)
         self.started = asyncio.Event()
 
     # The sources' sink.
 
     def frame(self, envelope: Envelope) -> None:
         """A decoded frame: number it, fan it out to WebSocket subscribers and MQTT."""
-        published = self.hub.publish(envelope)
+        published = self.journal.append(envelope)
+        if self.websocket is not None:
+            self.websocket.deliver(published)
         if self.mqtt is not None:
             self.mqtt.publish_message(published.topic, published.payload)
 
     def status(self, device: str, online: bool, reason: str) -> None:
         """A device came online or went offline: tell subscribers and the broker."""
-        self.hub.publish_status(device, online, reason)
+        device_status = DeviceStatus(device, online, reason, time.time())
+        self.journal.record_status(device_status)
+        if self.websocket is not None:
+            self.websocket.device_status(device_status)
         if self.mqtt is not None:
             self.mqtt.set_device_status(device, online)
 
@@ -172,7 +183,7 @@ class Gateway:
 
     def hello(self) -> dict[str, Any]:
         """The greeting a WebSocket client gets: version, devices, their messages and fields."""
-        statuses = self.hub.statuses()
+        statuses = self.journal.statuses()
         devices = []
         catalogs: dict[str, list[dict[str, Any]]] = {}
         for device, source in self.sources.items():
@@ -180,7 +191,7 @@ class Gateway:
             devices.append(
                 {
                     "device": device,
-                    "online": bool(statuses.get(device, {}).get("online", False)),
+                    "online": device in statuses and statuses[device].online,
                     "profile": schema.profile.name,
                     "catalog": schema.catalog.name,
                 }
@@ -219,12 +230,7 @@ class Gateway:
             "version": __version__,
             "sources": [source.state() for source in self.sources.values()],
             "mqtt": self.mqtt.state() if self.mqtt is not None else {"enabled": False},
-            "websocket": {
-                "clients": int(
-                    self.metrics.registry.get_sample_value("tgw_websocket_clients") or 0
-                ),
-                "last_seq": self.hub.last_seq,
-            },
+            "websocket": self.websocket.health() if self.websocket else {"enabled": False},
         }
         return (200 if running else 503), body
 
@@ -240,6 +246,8 @@ class Gateway:
         async with asyncio.TaskGroup() as tasks:
             if self.websocket is not None:
                 await self.websocket.start()
+            if self.http_server is not None:
+                await self.http_server.start()
             captures = [source.capture for source in self.sources.values() if source.capture]
             for capture in captures:
                 capture.start()
@@ -255,7 +263,7 @@ class Gateway:
             logger.info(
                 "gateway running: %d source(s), websocket %s, mqtt %s",
                 len(self.sources),
-                f"on {websocket.host}:{self.websocket.port}" if self.websocket else "off",
+                f"on {websocket.host}:{websocket.port}" if self.websocket else "off",
                 f"to {mqtt.host}:{mqtt.port}" if self.mqtt else "off",
             )
             await stop.wait()
@@ -267,8 +275,11 @@ class Gateway:
                 await capture.close()
             if self.mqtt is not None:
                 await self.mqtt.close(timeout=SHUTDOWN_FLUSH_SECONDS)
+            deadline = asyncio.get_running_loop().time() + SHUTDOWN_FLUSH_SECONDS
             if self.websocket is not None:
-                await self.websocket.close()
+                await self.websocket.close(deadline)
+            if self.http_server is not None:
+                await self.http_server.close(deadline)
             if publisher is not None:
                 publisher.cancel()
         logger.info("gateway stopped")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,11 +24,16 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from gateway.config import WebSocketConfig
-from gateway.outputs.websocket import SEND_BATCH, TokenBucket, WebSocketServer, hard_size_limit
+from gateway.config import GatewayConfig, WebSocketConfig
+from gateway.outputs.websocket import WebSocketOutput, build
+from gateway.outputs.websocket.client_protocol import hard_size_limit
+from gateway.outputs.websocket.server import SEND_BATCH
 from gateway.runtime.envelope import Envelope
-from gateway.runtime.hub import Hub
+from gateway.runtime.http import HttpEndpoints
+from gateway.runtime.journal import Journal
 from gateway.runtime.metrics import CONTENT_TYPE, GatewayMetrics
+from gateway.runtime.output import OutputContext
+from gateway.runtime.status import DeviceStatus
 from protocol.errors import GatewayError
 from protocol.events import Frame
 
@@ -69,24 +75,39 @@ class FakeCommands:
 
 @dataclass
 class Gateway:
-    server: WebSocketServer
-    hub: Hub
+    """The WebSocket output as the gateway sees it, with the journal that numbers messages."""
+
+    output: WebSocketOutput
+    journal: Journal
     metrics: GatewayMetrics
     commands: FakeCommands = field(default_factory=FakeCommands)
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.server.port}/"
+        return f"ws://127.0.0.1:{self.output.server.port}/"
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.server.port}"
+        return f"http://127.0.0.1:{self.output.server.port}"
 
     def sample(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0
 
     def publish(self, device: str = "node-1", message: str = "environment", **fields: Any) -> int:
-        return self.hub.publish(envelope(device, message, **fields)).seq
+        published = self.journal.append(envelope(device, message, **fields))
+        self.output.deliver(published)
+        return published.seq
+
+    def status(self, device: str, online: bool, reason: str) -> None:
+        self.output.device_status(DeviceStatus(device, online, reason, time.time()))
+
+    @property
+    def buffered(self) -> int:
+        """Messages the hub holds for clients that are behind."""
+        return self.output.hub.statistics().buffered
+
+    async def close(self, seconds: float = GUARD) -> None:
+        await self.output.close(asyncio.get_running_loop().time() + seconds)
 
 
 def envelope(device: str, message: str = "environment", **fields: Any) -> Envelope:
@@ -103,23 +124,37 @@ def envelope(device: str, message: str = "environment", **fields: Any) -> Envelo
 
 @asynccontextmanager
 async def running(**options: Any) -> AsyncIterator[Gateway]:
-    config = WebSocketConfig(host="127.0.0.1", port=0, **options)
+    """The WebSocket output built by its factory, started on a free port; ``/healthz``
+    says how many clients it has."""
+    config = GatewayConfig(websocket=WebSocketConfig(host="127.0.0.1", port=0, **options))
     metrics = GatewayMetrics()
-    hub = Hub(history=config.history, metrics=metrics)
     commands = FakeCommands()
-    server = WebSocketServer(
-        config,
-        hub,
-        metrics,
-        hello=lambda: {"type": "hello", "version": "test", "devices": ["node-1"]},
-        health=lambda: (200, {"status": "ok", "clients": hub.subscribers}),
-        commands=commands,
+    journal = Journal(history=config.websocket.history)
+    outputs: list[WebSocketOutput] = []
+
+    def health() -> tuple[int, dict[str, Any]]:
+        return 200, {"status": "ok", "clients": outputs[0].health()["clients"]}
+
+    output = build(
+        OutputContext(
+            config=config,
+            config_path=None,
+            metrics=metrics,
+            journal=journal,
+            http=HttpEndpoints(health=health, metrics=metrics),
+            schemas={},
+            hello=lambda: {"type": "hello", "version": "test", "devices": ["node-1"]},
+            commands=commands,
+        )
     )
-    await server.start()
+    assert isinstance(output, WebSocketOutput)
+    outputs.append(output)
+    await output.start()
+    gateway = Gateway(output, journal, metrics, commands)
     try:
-        yield Gateway(server, hub, metrics, commands)
+        yield gateway
     finally:
-        await server.close()
+        await gateway.close()
 
 
 async def client(gateway: Gateway, query: str = "", **options: Any) -> ClientConnection:
@@ -246,7 +281,7 @@ def test_unsubscribe_and_statuses() -> None:
             )
             assert reply == {"type": "unsubscribed", "filters": ["node-2/+"]}
             gateway.publish("node-1")
-            gateway.hub.publish_status("node-9", False, "silent for 10 s")
+            gateway.status("node-9", False, "silent for 10 s")
             last = gateway.publish("node-2")
             status = await receive(websocket)  # statuses are not filtered
             assert status["type"] == "status"
@@ -418,7 +453,7 @@ def test_subscribe_with_since_while_messages_are_queued_replays_each_once() -> N
             last = 0
             # Live messages go straight to the socket while it takes them: publish until
             # the kernel's buffers are full and the hub has to queue some.
-            while gateway.hub.buffered < SEND_BATCH + 50:  # more than one sender batch
+            while gateway.buffered < SEND_BATCH + 50:  # more than one sender batch
                 last = gateway.publish(blob=blob)
                 assert last < 10_000, "the server never had to queue"
             await websocket.send(
@@ -640,16 +675,6 @@ def test_commands_are_rate_limited() -> None:
     run(main)
 
 
-def test_token_bucket_refills_at_its_rate() -> None:
-    now = [0.0]
-    bucket = TokenBucket(rate=2.0, burst=3, clock=lambda: now[0])
-    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
-    now[0] = 0.5
-    assert [bucket.take() for _ in range(2)] == [True, False]
-    now[0] = 100.0
-    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
-
-
 # Plain HTTP, shutdown.
 
 
@@ -687,7 +712,7 @@ def test_close_says_going_away_to_every_client() -> None:
             first = await client(gateway)
             second = await client(gateway)
             await subscribe(second, "#")
-            await gateway.server.close()
+            await gateway.close()
             for websocket in (first, second):
                 with pytest.raises(ConnectionClosed) as closed:
                     await websocket.recv()
