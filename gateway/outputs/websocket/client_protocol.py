@@ -340,7 +340,7 @@ def _since(record: dict[str, Any]) -> int | None:
     if since is not None and (not _is_int(since) or since < 0):
         raise _RefusedError(
             ErrorCode.BAD_REQUEST,
-            f"key 'since' must be an integer of 0 or more, got {_shorten(repr(since))}",
+            f"key 'since' must be an integer of 0 or more, got {_shorten(_json(since))}",
         )
     return since
 
@@ -372,6 +372,10 @@ def _string(record: dict[str, Any], key: str) -> str:
             f"key {key!r} must be a non-empty string, got {_json_type(value)}",
         )
     return value
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _is_int(value: Any) -> bool:
