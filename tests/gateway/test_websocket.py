@@ -789,3 +789,46 @@ def test_close_returns_by_its_deadline_whatever_clients_do(client_kind: str) -> 
             writer.close()
 
     run(main)
+
+
+# The output as the gateway sees it.
+
+
+def test_the_factory_builds_nothing_when_websocket_is_off() -> None:
+    config = GatewayConfig(websocket=WebSocketConfig(enabled=False))
+    metrics = GatewayMetrics()
+    context = OutputContext(
+        config=config,
+        config_path=None,
+        metrics=metrics,
+        journal=Journal(history=10),
+        http=HttpEndpoints(health=lambda: (200, {}), metrics=metrics),
+        schemas={},
+        hello=lambda: {"type": "hello"},
+        commands=FakeCommands(),
+    )
+    assert build(context) is None
+
+
+def test_health_counts_clients_and_what_waits_for_them() -> None:
+    async def main() -> None:
+        async with running(queue_size=10000) as gateway:
+            assert gateway.output.health() == {
+                "clients": 0,
+                "last_seq": 0,
+                "buffered": 0,
+                "dropped": 0,
+            }
+            websocket = await client(gateway, max_queue=1)
+            await subscribe(websocket, "#")
+            last = 0
+            while gateway.buffered == 0:  # the client does not read
+                last = gateway.publish(blob="x" * 32768)
+            health = gateway.output.health()
+            assert health["clients"] == 1
+            assert health["last_seq"] == last
+            assert health["buffered"] == gateway.buffered > 0
+            await messages_until(websocket, last)
+            await websocket.close()
+
+    run(main)
