@@ -221,9 +221,6 @@ class Connections:
 
         self.connection_class: type[ServerConnection] = TrackedConnection
 
-    def __len__(self) -> int:
-        return len(self._transports)
-
     def abort(self) -> int:
         """Abort every connection still open; return how many."""
         transports = list(self._transports)

@@ -149,17 +149,15 @@ def test_errors(data: str | bytes, code: ErrorCode, says: str) -> None:
 
 def test_an_error_carries_the_request_id_once_the_message_is_an_object() -> None:
     error = protocol().receive('{"type": "dance", "id": {"n": 1}}')
-    assert error == ClientError(
-        ErrorCode.UNKNOWN_TYPE,
-        "unknown type 'dance', expected subscribe, unsubscribe or command",
-        RequestId({"n": 1}),
-    )
+    assert isinstance(error, ClientError)
+    assert (error.code, error.id) == (ErrorCode.UNKNOWN_TYPE, RequestId({"n": 1}))
     assert reply(error_reply(error)) == {
         "type": "error",
         "code": "unknown_type",
-        "message": "unknown type 'dance', expected subscribe, unsubscribe or command",
+        "message": error.message,
         "id": {"n": 1},
     }
+    assert "'dance'" in error.message
     error = protocol().receive("[1]")
     assert isinstance(error, ClientError)
     assert error.id is None
