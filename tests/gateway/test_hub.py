@@ -258,3 +258,28 @@ def test_next_waits_for_a_message(metrics: GatewayMetrics, make: Make) -> None:
 def test_queue_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="queue size 0"):
         Subscriber(queue_size=0)
+
+
+def test_write_now_skips_the_buffer_while_it_is_empty(metrics: GatewayMetrics, make: Make) -> None:
+    relay = Relay(metrics)
+    written: list[int] = []
+    accepting = True
+
+    def write_now(seq: int, payload: bytes) -> bool:
+        if accepting:
+            written.append(seq)
+        return accepting
+
+    direct = Subscriber(queue_size=10, name="direct", write_now=write_now)
+    direct.subscribe(["#"])
+    relay.hub.add(direct)
+    relay.publish(make("node-1"))  # 1: written
+    accepting = False
+    relay.publish(make("node-1"))  # 2: refused, buffered
+    accepting = True
+    relay.publish(make("node-1"))  # 3: buffered behind 2, write_now not asked
+    assert written == [1]
+    assert [seq for seq, _ in take(direct, 2)] == [2, 3]
+    relay.publish(make("node-1"))  # 4: the buffer is empty again
+    assert written == [1, 4]
+    assert sample(metrics, "tgw_websocket_messages_sent_total") == 4
