@@ -20,7 +20,7 @@ Part 2, the fan-out ceiling: a server process (bench/relay_server.py) holds
 ``--connections`` subscribers opened by a client process (bench/relay_clients.py: raw
 sockets, handshake by hand, byte counting), and publishes ``--messages`` messages (a
 real decoded ``motion`` frame's envelope) as fast as its pacing allows, once through
-the gateway's ``Hub`` and ``WebSocketServer`` ("tgw"), once through a minimal
+the gateway's journal and WebSocket output ("tgw"), once through a minimal
 ``websockets`` server calling ``websockets.broadcast`` ("plain"). Deliveries/s =
 messages x connections / (last byte received - first publish). Each mode runs
 ``--rounds`` times, alternating; the best run of each is reported, with the ratio.
@@ -717,7 +717,7 @@ async def fanout(arguments: argparse.Namespace, children: Children) -> None:
     }
     ours, plain = best["tgw"], best["plain"]
     print(
-        f"  best tgw (Hub + WebSocketServer)  : {ours.deliveries:,.0f} deliveries/s  "
+        f"  best tgw (WebSocket output)       : {ours.deliveries:,.0f} deliveries/s  "
         f"(server CPU {ours.server_cpu:.2f} s over {ours.elapsed:.2f} s)"
     )
     print(
@@ -834,7 +834,7 @@ async def run(arguments: argparse.Namespace) -> None:
         if arguments.part in ("all", "2"):
             print(
                 f"\nPart 2: fan-out ceiling at {arguments.connections:,} subscribers: "
-                "ours (Hub + WebSocketServer) next to websockets.broadcast",
+                "ours (the WebSocket output) next to websockets.broadcast",
                 flush=True,
             )
             await fanout(arguments, children)

@@ -2,8 +2,10 @@
 
     python bench/relay_server.py --mode tgw|plain --messages M [--batch B] ...
 
-Mode ``tgw``: the gateway's own :class:`~gateway.runtime.hub.Hub` and
-:class:`~gateway.outputs.websocket.WebSocketServer`; every message is ``hub.publish(Envelope)``.
+Mode ``tgw``: the gateway's own WebSocket output (its hub and server), built by
+:func:`gateway.outputs.websocket.build`; every message is numbered and serialised by a
+:class:`~gateway.runtime.journal.Journal` and handed to the output's ``deliver``, as the
+gateway does.
 Mode ``plain``: a minimal ``websockets`` server that keeps the set of its connections
 and calls ``websockets.broadcast(connections, payload, text=True)``. The envelope is a
 real ``motion`` frame (encoded by the project's encoder, decoded by its stream
@@ -41,11 +43,13 @@ import websockets
 from relay_ws import BenchError, raise_open_file_limit, say, server_frame_size, stdin_reader
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from gateway.config import WebSocketConfig
-from gateway.outputs.websocket import WebSocketServer
+from gateway.config import GatewayConfig, WebSocketConfig
+from gateway.outputs.websocket import WebSocketOutput, build
 from gateway.runtime.envelope import Envelope
-from gateway.runtime.hub import Hub, Subscriber
+from gateway.runtime.http import HttpEndpoints
+from gateway.runtime.journal import Journal
 from gateway.runtime.metrics import GatewayMetrics
+from gateway.runtime.output import OutputContext
 from protocol.decoder import StreamDecoder
 from protocol.encoder import FrameEncoder
 from protocol.errors import GatewayError
@@ -72,22 +76,6 @@ class NoCommands:
 
     async def send_command(self, device: str, message: str, fields: dict[str, Any]) -> None:
         raise GatewayError("the benchmark server has no devices")
-
-
-class TrackingHub(Hub):
-    """A hub that also keeps its subscribers in a set the benchmark can look at."""
-
-    def __init__(self, *, history: int, metrics: GatewayMetrics) -> None:
-        super().__init__(history=history, metrics=metrics)
-        self.tracked: set[Subscriber] = set()
-
-    def add(self, subscriber: Subscriber) -> None:
-        super().add(subscriber)
-        self.tracked.add(subscriber)
-
-    def remove(self, subscriber: Subscriber) -> None:
-        super().remove(subscriber)
-        self.tracked.discard(subscriber)
 
 
 class Mode:
@@ -122,15 +110,15 @@ def _write_buffers(connections: set[ServerConnection]) -> int:
 
 
 class TgwMode(Mode):
-    """The gateway's hub and WebSocket server."""
+    """The gateway's journal and WebSocket output."""
 
     def __init__(self, envelope: Envelope, payloads: list[bytes], queue_size: int) -> None:
         self.envelope = envelope
         self.payloads = payloads
         self.message_bytes = max(server_frame_size(len(p)) for p in payloads)
         self.metrics = GatewayMetrics()
-        self.hub = TrackingHub(history=WebSocketConfig().history, metrics=self.metrics)
-        self.config = WebSocketConfig(
+        self.journal = Journal(history=WebSocketConfig().history)
+        self.websocket = WebSocketConfig(
             host="127.0.0.1",
             port=0,
             queue_size=queue_size,
@@ -139,47 +127,56 @@ class TgwMode(Mode):
             ping_interval=3600.0,
             ping_timeout=3600.0,
         )
-        self.server: WebSocketServer | None = None
+        self.output: WebSocketOutput | None = None
         self.mismatches = 0
 
     async def start(self, host: str) -> None:
-        self.config = self.config.model_copy(update={"host": host})
-        self.server = WebSocketServer(
-            self.config,
-            self.hub,
-            self.metrics,
-            hello=lambda: {"type": "hello", "version": "bench", "devices": [], "catalogs": {}},
-            health=lambda: (200, {"status": "ok"}),
-            commands=NoCommands(),
+        config = GatewayConfig(websocket=self.websocket.model_copy(update={"host": host}))
+        output = build(
+            OutputContext(
+                config=config,
+                config_path=None,
+                metrics=self.metrics,
+                journal=self.journal,
+                http=HttpEndpoints(health=lambda: (200, {"status": "ok"}), metrics=self.metrics),
+                schemas={},
+                hello=lambda: {"type": "hello", "version": "bench", "devices": [], "catalogs": {}},
+                commands=NoCommands(),
+            )
         )
-        await self.server.start()
-        self.port = self.server.port
-
-    def _connections(self) -> set[ServerConnection]:
-        # The benchmark looks inside: the transports' write buffers are the second half
-        # of what the server holds, after the hub's queues.
-        assert self.server is not None
-        inner: Server | None = self.server._server
-        return set() if inner is None else inner.connections
+        if not isinstance(output, WebSocketOutput):
+            raise BenchError(f"the websocket output's factory gave {output!r}")
+        self.output = output
+        await output.start()
+        self.port = output.server.port
 
     def subscribed(self) -> int:
-        return sum(1 for subscriber in self.hub.tracked if subscriber.filters)
+        assert self.output is not None
+        return self.output.hub.statistics().subscribed
 
     def publish(self, index: int) -> None:
-        published = self.hub.publish(self.envelope)
+        assert self.output is not None
+        published = self.journal.append(self.envelope)
+        self.output.deliver(published)
         if published.payload != self.payloads[index]:
             self.mismatches += 1
 
     def pending_bytes(self) -> int:
-        queued = sum(subscriber.buffered for subscriber in self.hub.tracked)
-        return queued * self.message_bytes + _write_buffers(self._connections())
+        # The benchmark looks inside: the transports' write buffers are the second half
+        # of what the server holds, after the hub's buffers.
+        assert self.output is not None
+        inner: Server | None = self.output.server._server
+        connections = set() if inner is None else inner.connections
+        queued = self.output.hub.statistics().buffered
+        return queued * self.message_bytes + _write_buffers(connections)
 
     def dropped(self) -> int:
-        return sum(subscriber.dropped for subscriber in self.hub.tracked) + self.mismatches
+        assert self.output is not None
+        return self.output.hub.statistics().dropped + self.mismatches
 
     async def close(self) -> None:
-        if self.server is not None:
-            await self.server.close()
+        if self.output is not None:
+            await self.output.close(asyncio.get_running_loop().time() + 10.0)
 
 
 class PlainMode(Mode):

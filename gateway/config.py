@@ -20,6 +20,7 @@ __all__ = [
     "CaptureConfig",
     "FileConfig",
     "GatewayConfig",
+    "HttpConfig",
     "LoggingConfig",
     "MqttConfig",
     "ReplaySourceConfig",
@@ -109,7 +110,8 @@ SourceConfig = Annotated[
 
 
 class WebSocketConfig(StrictModel):
-    """The WebSocket server, which also serves ``/healthz`` and ``/metrics``."""
+    """The WebSocket server; it also answers ``/healthz`` and ``/metrics`` when ``[http]``
+    shares its port (the default)."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -134,6 +136,17 @@ class WebSocketConfig(StrictModel):
     command_rate: Annotated[float, Field(gt=0)] = 5.0
     """Commands per second a client may send (token bucket), bursts of ``command_burst``."""
     command_burst: Annotated[int, Field(ge=1)] = 10
+
+
+class HttpConfig(StrictModel):
+    """``/healthz`` and ``/metrics``: on the WebSocket server's port when they share it
+    (the default), else on a plain HTTP server of their own."""
+
+    enabled: bool = True
+    host: str | None = None
+    """None: the WebSocket server's host."""
+    port: Port | None = None
+    """None: the WebSocket server's port."""
 
 
 class MqttConfig(StrictModel):
@@ -202,6 +215,7 @@ class GatewayConfig(ConfigDocument):
     """Seconds a shutdown may take, whatever the broker and the clients do."""
     sources: tuple[SourceConfig, ...] = ()
     websocket: WebSocketConfig = WebSocketConfig()
+    http: HttpConfig = HttpConfig()
     mqtt: MqttConfig = MqttConfig()
     file: FileConfig = FileConfig()
     capture: CaptureConfig = CaptureConfig()

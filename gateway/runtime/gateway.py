@@ -232,7 +232,7 @@ class Gateway:
                 await capture.close()
             await asyncio.gather(*(output.close(deadline) for output in self.outputs))
             if self._http_server is not None:
-                await self._http_server.close()
+                await self._http_server.close(deadline)
             for runner in runners:
                 runner.cancel()
         logger.info("gateway stopped")

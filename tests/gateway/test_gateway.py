@@ -433,5 +433,6 @@ def test_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == (
-        f"tgw: error: websocket: cannot listen on 127.0.0.1:{port}: address already in use"
+        f"tgw: error: websocket: cannot listen on 127.0.0.1:{port}: address already in use; "
+        "choose another port with --port or [websocket] port"
     )

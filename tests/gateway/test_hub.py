@@ -1,6 +1,7 @@
-"""The hub: numbering, one serialisation for all, filters, bounded history, slow subscribers.
+"""The hub: one serialisation for all, filters, statuses, slow subscribers.
 
-Envelopes carry real frames: built by the encoder, read back by the stream decoder.
+Envelopes carry real frames (built by the encoder, read back by the stream decoder),
+numbered and serialised by a journal as the gateway does.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway.outputs.websocket.hub import MAX_FILTERS, Hub, HubStatistics, Subscriber
 from gateway.runtime.envelope import Envelope
-from gateway.runtime.hub import MAX_FILTERS, Hub, Subscriber
+from gateway.runtime.journal import Journal, Published
 from gateway.runtime.metrics import GatewayMetrics
+from gateway.runtime.status import DeviceStatus
 from protocol.decoder import StreamDecoder
 from protocol.encoder import FrameEncoder
 from protocol.events import Frame
@@ -60,80 +63,77 @@ def take(subscriber: Subscriber, count: int) -> list[tuple[int, bytes]]:
     return asyncio.run(run())
 
 
+class Relay:
+    """A journal that numbers and serialises, and a hub that fans out: as the gateway does."""
+
+    def __init__(self, metrics: GatewayMetrics, history: int = 100) -> None:
+        self.journal = Journal(history=history)
+        self.hub = Hub(metrics=metrics)
+
+    def publish(self, envelope: Envelope) -> Published:
+        published = self.journal.append(envelope)
+        self.hub.publish(published)
+        return published
+
+
+def status(device: str, online: bool, reason: str) -> DeviceStatus:
+    return DeviceStatus(device, online, reason, 1764063422.5)
+
+
 def subscriber(*filters: str, queue_size: int = 100, policy: Any = "drop") -> Subscriber:
     result = Subscriber(queue_size=queue_size, policy=policy, name="test")
     result.subscribe(filters)
     return result
 
 
-def test_publish_numbers_messages_from_one(metrics: GatewayMetrics, make: Make) -> None:
-    hub = Hub(history=10, metrics=metrics)
-    assert hub.last_seq == 0
-    published = [hub.publish(make("node-1")) for _ in range(3)]
-    assert [item.seq for item in published] == [1, 2, 3]
-    assert [item.payload for item in published] == [entry[2] for entry in hub.since(0)[0]]
-    assert hub.last_seq == 3
-    entries, complete = hub.since(0)
-    assert complete
-    assert [(seq, topic) for seq, topic, _ in entries] == [
-        (1, "node-1/environment"),
-        (2, "node-1/environment"),
-        (3, "node-1/environment"),
-    ]
-    record = orjson.loads(entries[2][2])
-    assert record["type"] == "message"
-    assert record["seq"] == 3
-    assert record["device"] == "node-1"
-    assert record["message"] == "environment"
-    assert record["fields"]["humidity"] == pytest.approx(40.0)
-
-
 def test_one_serialisation_shared_by_every_subscriber(metrics: GatewayMetrics, make: Make) -> None:
-    hub = Hub(history=10, metrics=metrics)
+    relay = Relay(metrics)
     first, second = subscriber("#"), subscriber("node-1/+")
-    hub.add(first)
-    hub.add(second)
-    hub.publish(make("node-1"))
+    relay.hub.add(first)
+    relay.hub.add(second)
+    published = relay.publish(make("node-1"))
     ((seq1, payload1),) = take(first, 1)
     ((seq2, payload2),) = take(second, 1)
-    (entry,) = hub.since(0)[0]
-    assert seq1 == seq2 == entry[0] == 1
+    (entry,) = relay.journal.since(0)[0]
+    assert seq1 == seq2 == entry[0] == published.seq == 1
     assert payload1 is payload2
     assert payload1 is entry[2]
+    assert payload1 is published.payload
     assert sample(metrics, "tgw_websocket_messages_sent_total") == 2
 
 
 def test_filters_are_honoured(metrics: GatewayMetrics, make: Make) -> None:
-    hub = Hub(history=10, metrics=metrics)
+    relay = Relay(metrics)
     node1 = subscriber("node-1/+")
     power = subscriber("+/power")
     nothing = subscriber()
     for each in (node1, power, nothing):
-        hub.add(each)
-    hub.publish(make("node-1", "environment"))  # 1
-    hub.publish(make("node-2", "power"))  # 2
-    hub.publish(make("node-1", "power"))  # 3
-    hub.publish(make("node-2", "environment"))  # 4
+        relay.hub.add(each)
+    relay.publish(make("node-1", "environment"))  # 1
+    relay.publish(make("node-2", "power"))  # 2
+    relay.publish(make("node-1", "power"))  # 3
+    relay.publish(make("node-2", "environment"))  # 4
     assert [seq for seq, _ in take(node1, node1.buffered)] == [1, 3]
     assert [seq for seq, _ in take(power, power.buffered)] == [2, 3]
     assert nothing.buffered == 0
     power.unsubscribe(["+/power", "not/held"])
     power.subscribe(["node-2/environment"])
     assert power.filters == ["node-2/environment"]
-    hub.publish(make("node-2", "power"))  # 5
-    hub.publish(make("node-2", "environment"))  # 6
+    relay.publish(make("node-2", "power"))  # 5
+    relay.publish(make("node-2", "environment"))  # 6
     assert [seq for seq, _ in take(power, power.buffered)] == [6]
 
 
 def test_removed_subscribers_get_nothing(metrics: GatewayMetrics, make: Make) -> None:
-    hub = Hub(history=10, metrics=metrics)
+    relay = Relay(metrics)
     gone = subscriber("#")
-    hub.add(gone)
-    assert hub.subscribers == 1
-    hub.remove(gone)
-    hub.remove(gone)
-    assert hub.subscribers == 0
-    hub.publish(make("node-1"))
+    relay.hub.add(gone)
+    assert relay.hub.statistics().subscribers == 1
+    relay.hub.remove(gone)
+    relay.hub.remove(gone)
+    assert relay.hub.statistics().subscribers == 0
+    relay.publish(make("node-1"))
+    relay.hub.publish_status(status("node-1", True, "frames"))
     assert gone.buffered == 0
 
 
@@ -149,58 +149,26 @@ def test_bad_filters_change_nothing() -> None:
     assert held.filters == ["node-1/+", "#"]
 
 
-def test_history_is_bounded_and_since_reports_gaps(metrics: GatewayMetrics, make: Make) -> None:
-    hub = Hub(history=5, metrics=metrics)
-    assert hub.since(0) == ([], True)
-    for _ in range(12):
-        hub.publish(make("node-1"))
-    assert hub.oldest_seq == 8
-    entries, complete = hub.since(0)
-    assert [seq for seq, _, _ in entries] == [8, 9, 10, 11, 12]
-    assert not complete
-    entries, complete = hub.since(6)
-    assert [seq for seq, _, _ in entries] == [8, 9, 10, 11, 12]
-    assert not complete
-    entries, complete = hub.since(7)
-    assert [seq for seq, _, _ in entries] == [8, 9, 10, 11, 12]
-    assert complete
-    entries, complete = hub.since(10)
-    assert [seq for seq, _, _ in entries] == [11, 12]
-    assert complete
-    assert hub.since(12) == ([], True)
-    # Ahead of the last seq: the client saw an earlier run of the gateway.
-    entries, complete = hub.since(500)
-    assert [seq for seq, _, _ in entries] == [8, 9, 10, 11, 12]
-    assert not complete
-    with pytest.raises(ValueError, match="seq -1"):
-        hub.since(-1)
-
-
-def test_no_history(metrics: GatewayMetrics, make: Make) -> None:
-    hub = Hub(history=0, metrics=metrics)
-    hub.publish(make("node-1"))
-    assert hub.since(0) == ([], False)
-    assert hub.since(1) == ([], True)
-    assert hub.oldest_seq == 2
-
-
 def test_drop_policy_drops_new_messages_and_tells(metrics: GatewayMetrics, make: Make) -> None:
-    hub = Hub(history=100, metrics=metrics)
+    relay = Relay(metrics)
     slow = subscriber("#", queue_size=3)
-    hub.add(slow)
+    relay.hub.add(slow)
     for _ in range(8):
-        hub.publish(make("node-1"))
+        relay.publish(make("node-1"))
     assert slow.buffered == 3
     assert slow.dropped == slow.pending_dropped == 5
     assert sample(metrics, "tgw_websocket_messages_dropped_total", reason="slow_subscriber") == 5
     assert sample(metrics, "tgw_websocket_messages_sent_total") == 3
+    assert relay.hub.statistics() == HubStatistics(
+        subscribers=1, subscribed=1, buffered=3, dropped=5
+    )
     notice, *kept = take(slow, 4)
     assert notice == (0, b'{"type":"dropped","count":5}')
     assert [seq for seq, _ in kept] == [1, 2, 3]  # the new ones were dropped
     assert slow.pending_dropped == 0
     # The next burst is reported on its own.
     for _ in range(5):
-        hub.publish(make("node-1"))
+        relay.publish(make("node-1"))
     assert slow.buffered == 3
     notice, *kept = take(slow, 4)
     assert orjson.loads(notice[1]) == {"type": "dropped", "count": 2}
@@ -209,17 +177,17 @@ def test_drop_policy_drops_new_messages_and_tells(metrics: GatewayMetrics, make:
 
 
 def test_disconnect_policy_flags_overflow(metrics: GatewayMetrics, make: Make) -> None:
-    hub = Hub(history=100, metrics=metrics)
+    relay = Relay(metrics)
     slow = subscriber("#", queue_size=3, policy="disconnect")
-    hub.add(slow)
+    relay.hub.add(slow)
     for _ in range(3):
-        hub.publish(make("node-1"))
+        relay.publish(make("node-1"))
     assert not slow.overflowed
-    hub.publish(make("node-1"))
+    relay.publish(make("node-1"))
     assert slow.overflowed
     assert slow.behind == 4
     assert slow.buffered == 0  # released: its connection is to be closed
-    hub.publish(make("node-1"))
+    relay.publish(make("node-1"))
     assert slow.behind == 5
 
     async def wait() -> int:
@@ -232,52 +200,54 @@ def test_disconnect_policy_flags_overflow(metrics: GatewayMetrics, make: Make) -
 def test_memory_stays_bounded_with_a_subscriber_that_never_reads(
     metrics: GatewayMetrics, make: Make
 ) -> None:
-    hub = Hub(history=50, metrics=metrics)
+    relay = Relay(metrics, history=50)
     never = subscriber("#", queue_size=10)
-    hub.add(never)
+    relay.hub.add(never)
     envelope = make("node-1")
+    online = status("node-1", True, "frames")
     for _ in range(5000):
-        hub.publish(envelope)
+        relay.publish(envelope)
         assert never.buffered <= 10
-        hub.publish_status("node-1", True, "frames")
+        relay.hub.publish_status(online)
         assert never.buffered <= 10
     assert never.buffered == 10
-    assert len(hub.since(0)[0]) == 50
     assert never.dropped == 10000 - 10
 
 
-def test_statuses_go_to_everyone_and_are_kept(metrics: GatewayMetrics, make: Make) -> None:
-    hub = Hub(history=10, metrics=metrics)
+def test_statuses_go_to_everyone(metrics: GatewayMetrics) -> None:
+    hub = Hub(metrics=metrics)
     filtered = subscriber("node-9/+")
     hub.add(filtered)
-    hub.publish_status("node-2", False, "silent for 10 s")
-    hub.publish_status("node-1", True, "frames")
-    hub.publish_status("node-1", False, "port closed")
+    hub.publish_status(status("node-2", False, "silent for 10 s"))
+    hub.publish_status(status("node-1", True, "frames"))
+    hub.publish_status(status("node-1", False, "port closed"))
     items = take(filtered, 3)
     assert [seq for seq, _ in items] == [0, 0, 0]
-    last = orjson.loads(items[2][1])
-    assert last["type"] == "status"
-    assert (last["device"], last["online"], last["reason"]) == ("node-1", False, "port closed")
-    assert isinstance(last["time"], float)
-    statuses = hub.statuses()
-    assert statuses.keys() == {"node-1", "node-2"}
-    assert statuses["node-1"] == last
-    assert statuses["node-2"]["reason"] == "silent for 10 s"
-    assert hub.last_seq == 0
-    assert hub.since(0) == ([], True)
+    assert [orjson.loads(payload) for _, payload in items] == [
+        status("node-2", False, "silent for 10 s").record(),
+        status("node-1", True, "frames").record(),
+        status("node-1", False, "port closed").record(),
+    ]
+    assert orjson.loads(items[2][1]) == {
+        "type": "status",
+        "device": "node-1",
+        "online": False,
+        "reason": "port closed",
+        "time": 1764063422.5,
+    }
 
 
 def test_next_waits_for_a_message(metrics: GatewayMetrics, make: Make) -> None:
-    hub = Hub(history=10, metrics=metrics)
+    relay = Relay(metrics)
 
     async def run() -> tuple[int, bytes]:
         waiting = subscriber("#")
-        hub.add(waiting)
+        relay.hub.add(waiting)
         async with asyncio.timeout(10), asyncio.TaskGroup() as group:
             task = group.create_task(waiting.next())
             await asyncio.sleep(0)
             assert not task.done()
-            hub.publish(make("node-1"))
+            relay.publish(make("node-1"))
         return task.result()
 
     seq, payload = asyncio.run(run())
@@ -288,3 +258,28 @@ def test_next_waits_for_a_message(metrics: GatewayMetrics, make: Make) -> None:
 def test_queue_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="queue size 0"):
         Subscriber(queue_size=0)
+
+
+def test_write_now_skips_the_buffer_while_it_is_empty(metrics: GatewayMetrics, make: Make) -> None:
+    relay = Relay(metrics)
+    written: list[int] = []
+    accepting = True
+
+    def write_now(seq: int, payload: bytes) -> bool:
+        if accepting:
+            written.append(seq)
+        return accepting
+
+    direct = Subscriber(queue_size=10, name="direct", write_now=write_now)
+    direct.subscribe(["#"])
+    relay.hub.add(direct)
+    relay.publish(make("node-1"))  # 1: written
+    accepting = False
+    relay.publish(make("node-1"))  # 2: refused, buffered
+    accepting = True
+    relay.publish(make("node-1"))  # 3: buffered behind 2, write_now not asked
+    assert written == [1]
+    assert [seq for seq, _ in take(direct, 2)] == [2, 3]
+    relay.publish(make("node-1"))  # 4: the buffer is empty again
+    assert written == [1, 4]
+    assert sample(metrics, "tgw_websocket_messages_sent_total") == 4

@@ -1,12 +1,10 @@
-"""The hub: numbers every message, keeps a bounded history, fans it out to subscribers.
+"""The hub: fans each message out to the WebSocket subscribers whose filters match it.
 
-A source hands each decoded frame to :meth:`Hub.publish` as an
-:class:`~gateway.runtime.envelope.Envelope`. The hub gives it the next sequence number,
-serialises it once, keeps ``(seq, topic, payload)`` in its history (the newest
-``history`` messages) and offers the *same bytes* to every :class:`Subscriber` whose
-filters match the topic. Publishing never awaits and never blocks: each subscriber has
-its own bounded buffer, and what happens when that buffer is full is the subscriber's
-policy:
+The gateway's journal numbers and serialises every message once
+(:class:`~gateway.runtime.journal.Published`); :meth:`Hub.publish` offers those very
+bytes to every :class:`Subscriber` whose filters match the topic. Publishing never
+awaits and never blocks: each subscriber has its own bounded buffer, and what happens
+when that buffer is full is the subscriber's policy:
 
 * ``"drop"``: the new message is discarded and counted; the next thing the subscriber
   takes is a notice ``{"type": "dropped", "count": N}`` saying how many were lost since
@@ -15,37 +13,31 @@ policy:
   owner (the WebSocket connection) must close it (see :meth:`Subscriber.wait_overflowed`).
 
 Device statuses (:meth:`Hub.publish_status`) go to every subscriber, whatever its
-filters; they are not numbered and not kept in the history, but the latest one per
-device is kept for the greeting of new clients (:meth:`Hub.statuses`).
-
-A subscriber that reconnects asks :meth:`Hub.since` for what it missed.
+filters.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import itertools
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Literal, NamedTuple
+from dataclasses import dataclass
+from typing import Literal
 
 import orjson
 
-from gateway.runtime.envelope import Envelope
+from gateway.outputs.websocket.client_protocol import dropped_notice
+from gateway.runtime.journal import Published
 from gateway.runtime.metrics import GatewayMetrics
+from gateway.runtime.status import DeviceStatus
 from gateway.runtime.topics import TopicFilter, split_topic
 
-__all__ = ["MAX_FILTERS", "HistoryEntry", "Hub", "Published", "SlowPolicy", "Subscriber"]
+__all__ = ["MAX_FILTERS", "Hub", "HubStatistics", "SlowPolicy", "Subscriber"]
 
 logger = logging.getLogger(__name__)
 
 SlowPolicy = Literal["drop", "disconnect"]
-
-HistoryEntry = tuple[int, str, bytes]
-"""``(seq, topic, payload)``: one published message as the history keeps it."""
 
 MAX_FILTERS = 100
 """Filters one subscriber may hold at once: memory stays bounded whatever it asks."""
@@ -67,6 +59,11 @@ class Subscriber:
 
     Each buffered item is ``(seq, payload)``; ``seq`` is 0 for what is not a numbered
     message (statuses and dropped notices).
+
+    ``write_now(seq, payload)``, when given, writes to the connection at once if it can
+    and says so: the subscriber then skips the buffer (and the sender's wake-up) while
+    its client keeps up. It is never called while anything is buffered, so the order
+    holds.
     """
 
     def __init__(
@@ -76,6 +73,7 @@ class Subscriber:
         policy: SlowPolicy = "drop",
         name: str = "subscriber",
         max_filters: int = MAX_FILTERS,
+        write_now: Callable[[int, bytes], bool] | None = None,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue size {queue_size}, expected at least 1")
@@ -92,11 +90,7 @@ class Subscriber:
         self._behind = 0
         self.on_filters_changed: Callable[[], None] = _nothing
         """Set by the hub: called when the filters change, so that it re-routes topics."""
-        self.write_now: Callable[[int, bytes], bool] | None = None
-        """Set by the connection: writes ``(seq, payload)`` at once if it can, and says so.
-
-        The hub then skips the buffer (and the sender's wake-up) while the client keeps
-        up; it is never called while anything is buffered, so the order holds."""
+        self._write_now = write_now
 
     # Filters.
 
@@ -145,8 +139,8 @@ class Subscriber:
         if (
             not buffer
             and not self._pending_dropped
-            and self.write_now is not None
-            and self.write_now(seq, payload)
+            and self._write_now is not None
+            and self._write_now(seq, payload)
         ):
             return True
         if len(buffer) < self.queue_size:
@@ -182,7 +176,7 @@ class Subscriber:
         if self._pending_dropped:
             count, self._pending_dropped = self._pending_dropped, 0
             logger.info("%s lost %d messages, telling it", self.name, count)
-            return 0, orjson.dumps({"type": "dropped", "count": count})
+            return 0, dropped_notice(count)
         return self._buffer.popleft()
 
     async def take(self, limit: int) -> list[tuple[int, bytes]]:
@@ -235,59 +229,40 @@ class Subscriber:
         return f"<Subscriber {self.name} {self.policy} {len(self._buffer)}/{self.queue_size}>"
 
 
-class Published(NamedTuple):
-    """What :meth:`Hub.publish` made of an envelope: numbered, and serialised once."""
+@dataclass(frozen=True, slots=True)
+class HubStatistics:
+    """What :meth:`Hub.statistics` returns."""
 
-    envelope: Envelope
-    payload: bytes
-
-    @property
-    def seq(self) -> int:
-        """The gateway sequence number the hub gave it."""
-        return self.envelope.seq
-
-    @property
-    def topic(self) -> str:
-        """``device/message``."""
-        return self.envelope.topic
+    subscribers: int
+    subscribed: int
+    """Subscribers with at least one filter."""
+    buffered: int
+    """Messages waiting in all subscribers' buffers (their clients are behind)."""
+    dropped: int
+    """Messages not taken by a subscriber whose buffer was full, since the hub was made."""
 
 
 class Hub:
-    """Live subscribers and the bounded history of published messages.
+    """The live subscribers, and which of them each topic goes to.
 
-    ``history`` is how many messages are kept for :meth:`since` (0: none). Call every
-    method from the event loop's thread: publishing wakes subscribers' senders.
+    Call every method from the event loop's thread: publishing wakes subscribers' senders.
     """
 
-    def __init__(self, *, history: int, metrics: GatewayMetrics) -> None:
-        if history < 0:
-            raise ValueError(f"history of {history} messages, expected 0 or more")
+    def __init__(self, *, metrics: GatewayMetrics) -> None:
         self._metrics = metrics
-        self._history: deque[HistoryEntry] = deque(maxlen=history)
         self._subscribers: set[Subscriber] = set()
         self._routes: dict[str, tuple[Subscriber, ...]] = {}
-        self._statuses: dict[str, dict[str, Any]] = {}
-        self._seq = 0
+        self._dropped = 0
 
-    @property
-    def last_seq(self) -> int:
-        """The sequence number of the latest message published (0 before the first)."""
-        return self._seq
-
-    @property
-    def oldest_seq(self) -> int:
-        """The sequence number of the oldest message in the history (``last_seq + 1`` if empty)."""
-        return self._history[0][0] if self._history else self._seq + 1
-
-    @property
-    def subscribers(self) -> int:
-        """How many subscribers are registered."""
-        return len(self._subscribers)
-
-    @property
-    def buffered(self) -> int:
-        """Messages waiting in all subscribers' buffers (their clients are behind)."""
-        return sum(subscriber.buffered for subscriber in self._subscribers)
+    def statistics(self) -> HubStatistics:
+        """How many subscribers, how far behind, how much dropped."""
+        subscribers = self._subscribers
+        return HubStatistics(
+            subscribers=len(subscribers),
+            subscribed=sum(1 for subscriber in subscribers if subscriber.filters),
+            buffered=sum(subscriber.buffered for subscriber in subscribers),
+            dropped=self._dropped,
+        )
 
     def add(self, subscriber: Subscriber) -> None:
         """Register ``subscriber``: from now on it is offered what matches its filters."""
@@ -314,42 +289,20 @@ class Hub:
             self._routes[topic] = route
         return route
 
-    def publish(self, envelope: Envelope) -> Published:
-        """Number ``envelope``, keep it in the history, offer it to matching subscribers.
-
-        Return the numbered envelope with its JSON, so that the MQTT publisher sends the
-        very bytes the subscribers got instead of serialising again. Never waits.
-        """
-        self._seq += 1
-        seq = self._seq
-        envelope = dataclasses.replace(envelope, seq=seq)
-        topic = envelope.topic
-        payload = envelope.to_json()
-        self._history.append((seq, topic, payload))
+    def publish(self, published: Published) -> None:
+        """Offer ``published`` (its bytes, as they are) to the matching subscribers. Never waits."""
+        seq, payload = published.seq, published.payload
         sent = dropped = 0
-        for subscriber in self._route(topic):
+        for subscriber in self._route(published.topic):
             if subscriber.offer(seq, payload):
                 sent += 1
             else:
                 dropped += 1
         self._count(sent, dropped)
-        return Published(envelope, payload)
 
-    def publish_status(self, device: str, online: bool, reason: str) -> None:
-        """Tell every subscriber that ``device`` went online or offline, and why.
-
-        The status is ``{"type": "status", "device", "online", "reason", "time"}``; the
-        latest per device is kept for :meth:`statuses`. Never waits.
-        """
-        status = {
-            "type": "status",
-            "device": device,
-            "online": online,
-            "reason": reason,
-            "time": time.time(),
-        }
-        self._statuses[device] = status
-        payload = orjson.dumps(status)
+    def publish_status(self, status: DeviceStatus) -> None:
+        """Offer ``status`` (``status.record()`` as JSON) to every subscriber. Never waits."""
+        payload = orjson.dumps(status.record())
         sent = dropped = 0
         for subscriber in self._subscribers:
             if subscriber.offer(0, payload):
@@ -358,30 +311,9 @@ class Hub:
                 dropped += 1
         self._count(sent, dropped)
 
-    def statuses(self) -> dict[str, dict[str, Any]]:
-        """The latest status of each device that has one, by device (for greetings): a copy."""
-        return {device: dict(status) for device, status in self._statuses.items()}
-
-    def since(self, seq: int) -> tuple[list[HistoryEntry], bool]:
-        """The history entries after ``seq``, and whether none of them was lost.
-
-        The flag is False when messages after ``seq`` were already evicted from the
-        history (a gap: the caller should say so), and also when ``seq`` is ahead of
-        :attr:`last_seq` (the client saw an earlier run of the gateway): then the whole
-        history is returned.
-        """
-        if seq < 0:
-            raise ValueError(f"seq {seq}, expected 0 or more")
-        history = self._history
-        if seq >= self._seq:
-            return ([], True) if seq == self._seq else (list(history), False)
-        oldest = self.oldest_seq
-        if seq + 1 < oldest:
-            return list(history), False
-        return list(itertools.islice(history, seq + 1 - oldest, None)), True
-
     def _count(self, sent: int, dropped: int) -> None:
         if sent:
             self._metrics.websocket_sent.inc(sent)
         if dropped:
+            self._dropped += dropped
             self._metrics.websocket_dropped.labels(reason=DROPPED_REASON).inc(dropped)
