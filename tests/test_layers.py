@@ -229,7 +229,7 @@ def test_the_reader_finds_imports_inside_functions_and_resolves_relative_ones(
         "def late():\n"
         "    from gateway.outputs import mqtt\n"
         "    import gateway.cli\n"
-        "from .runtime import hub\n"
+        "from .runtime import journal\n"
         "from . import config\n",
         encoding="utf-8",
     )
@@ -237,7 +237,7 @@ def test_the_reader_finds_imports_inside_functions_and_resolves_relative_ones(
     assert found == {
         "gateway.outputs.mqtt",
         "gateway.cli",
-        "gateway.runtime.hub",
+        "gateway.runtime.journal",
         "gateway.config",
     }
 
