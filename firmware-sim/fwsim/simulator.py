@@ -94,7 +94,6 @@ class Simulator:
         self._sequences = [0] * len(devices)
         self._start = 0.0
         self._next_write = 0.0
-        self._link_up = True
         self._stop = asyncio.Event()
 
     def _received(self, data: bytes) -> None:
