@@ -17,6 +17,7 @@ records ``tgw decode`` prints.
 
 from __future__ import annotations
 
+import codecs
 import enum
 import errno
 import io
@@ -39,7 +40,7 @@ from protocol.capture import (
 )
 from protocol.decoder import StreamDecoder
 from protocol.errors import GatewayError, os_error_reason
-from protocol.hextext import HexTextError, looks_like_hex_text, parse_hex_text
+from protocol.hextext import HexTextError, HexTextParser, looks_like_hex_text
 
 __all__ = ["Dump", "DumpFormat", "InputError", "decode_dump", "open_dump"]
 
@@ -136,9 +137,18 @@ class Dump:
             yield CaptureRecord(RecordKind.DATA, 0, chunk)
 
     def _hex_records(self) -> Iterator[CaptureRecord]:
-        text = b"".join(self._chunks()).decode("utf-8", "replace")
+        """The bytes of hex text, a record for each chunk read: a line at a time in memory.
+
+        A line that cannot be read ends the records with InputError; the bytes of the
+        lines before it have been read by then (those of the last chunk excepted).
+        """
+        text = codecs.getincrementaldecoder("utf-8")("replace")
+        parser = HexTextParser()
         try:
-            data = parse_hex_text(text)
+            for chunk in self._chunks():
+                if data := parser.feed(text.decode(chunk)):
+                    yield CaptureRecord(RecordKind.DATA, 0, data)
+            data = parser.feed(text.decode(b"", final=True)) + parser.finish()
         except HexTextError as exc:
             raise InputError(f"{self.name}: not readable as hex text: {exc}") from exc
         if data:

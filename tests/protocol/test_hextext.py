@@ -13,10 +13,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.errors import ProtocolError
-from protocol.hextext import HexTextError, looks_like_hex_text, parse_hex_text
+from protocol.hextext import HexTextError, HexTextParser, looks_like_hex_text
 
 FRAMES = bytes.fromhex("aa 55 12 05 00 74 0e fb ff 5a ec aa 55 10 08 00 66 08 a0 0f 94 27 00 00 ef")
 """Two frames of the default profile (the README's dump without its two noise bytes)."""
+
+
+def parse(text: str) -> bytes:
+    """The bytes of ``text`` fed whole to a parser."""
+    parser = HexTextParser()
+    return parser.feed(text) + parser.finish()
+
 
 README_DUMP = b"\x00\x13" + FRAMES
 """The binary dump of the README, as ``tgw decode`` reads it."""
@@ -185,13 +192,13 @@ def test_the_fixture_is_the_two_frames_of_the_readme() -> None:
 
 @pytest.mark.parametrize("text", LAYOUTS.values(), ids=LAYOUTS.keys())
 def test_every_layout_reads_back_the_frames(text: str) -> None:
-    assert parse_hex_text(text) == FRAMES
+    assert parse(text) == FRAMES
 
 
 @pytest.mark.parametrize("text", LAYOUTS.values(), ids=LAYOUTS.keys())
 @pytest.mark.parametrize("line_end", ["\r\n", "\r"], ids=["crlf", "cr"])
 def test_every_layout_reads_the_same_with_other_line_ends(text: str, line_end: str) -> None:
-    assert parse_hex_text(text.replace("\n", line_end)) == FRAMES
+    assert parse(text.replace("\n", line_end)) == FRAMES
     assert looks_like_hex_text(text.replace("\n", line_end).encode())
 
 
@@ -217,30 +224,28 @@ def test_every_layout_looks_like_hex_text_however_the_head_is_cut(text: str) -> 
 
 
 def test_empty_and_comment_only_text_read_as_no_bytes() -> None:
-    assert parse_hex_text("") == b""
-    assert parse_hex_text("\n  \n# nothing captured\n") == b""
+    assert parse("") == b""
+    assert parse("\n  \n# nothing captured\n") == b""
 
 
 def test_a_utf8_byte_order_mark_is_ignored() -> None:
-    assert parse_hex_text("\ufeff" + SPACED) == FRAMES
+    assert parse("\ufeff" + SPACED) == FRAMES
 
 
 def test_a_one_line_c_array_with_comments_and_single_digit_bytes() -> None:
     text = "static const uint8_t f[] = {0xAA, 0x5, /* sync */ 0x0}; // a frame\n"
-    assert parse_hex_text(text) == b"\xaa\x05\x00"
+    assert parse(text) == b"\xaa\x05\x00"
 
 
 def test_the_xxd_ascii_column_is_not_read_even_when_it_looks_like_hex() -> None:
     # `printf 'ab 12' | xxd` and `printf 'ab|12' | xxd`
-    assert parse_hex_text("00000000: 6162 2031 32                             ab 12\n") == b"ab 12"
-    assert parse_hex_text("00000000: 6162 7c31 32                             ab|12\n") == b"ab|12"
+    assert parse("00000000: 6162 2031 32                             ab 12\n") == b"ab 12"
+    assert parse("00000000: 6162 7c31 32                             ab|12\n") == b"ab|12"
 
 
 def test_the_hexdump_ascii_column_may_hold_pipes() -> None:
     assert (
-        parse_hex_text(
-            "00000000  61 62 7c 31 32                                    |ab|12|\n00000005\n"
-        )
+        parse("00000000  61 62 7c 31 32                                    |ab|12|\n00000005\n")
         == b"ab|12"
     )
 
@@ -248,11 +253,11 @@ def test_the_hexdump_ascii_column_may_hold_pipes() -> None:
 def test_a_dump_of_part_of_a_file_starts_at_its_offset() -> None:
     # `hexdump -C -s 16`: the offsets need not start at 0, but must follow on.
     text = "00000010  66 08 a0 0f 94 27 00 00  ef                       |f....'...|\n00000019\n"
-    assert parse_hex_text(text) == FRAMES[16:]
+    assert parse(text) == FRAMES[16:]
 
 
 def test_a_one_line_dump_with_offset_and_no_total() -> None:
-    assert parse_hex_text("00000000  aa 55 12\n") == b"\xaa\x55\x12"
+    assert parse("00000000  aa 55 12\n") == b"\xaa\x55\x12"
 
 
 # ---- errors ----
@@ -260,7 +265,7 @@ def test_a_one_line_dump_with_offset_and_no_total() -> None:
 
 def error_of(text: str) -> HexTextError:
     with pytest.raises(HexTextError) as caught:
-        parse_hex_text(text)
+        parse(text)
     error = caught.value
     assert isinstance(error, ProtocolError)
     assert "\n" not in str(error)
@@ -425,7 +430,7 @@ _TEXTISH = st.text(alphabet=st.sampled_from(list('0123456789abcdefx:|*{},# \t\n\
 def test_any_text_reads_or_raises_hex_text_error(text: str) -> None:
     error: HexTextError | None = None
     try:
-        parse_hex_text(text)
+        parse(text)
     except HexTextError as raised:
         error = raised
     if error is not None:
@@ -554,7 +559,7 @@ FORMATTERS: dict[str, Callable[[bytes], str]] = {
 
 @pytest.mark.parametrize("formatter", FORMATTERS.values(), ids=FORMATTERS.keys())
 def test_the_formatters_write_the_fixtures(formatter: Callable[[bytes], str]) -> None:
-    assert parse_hex_text(formatter(FRAMES)) == FRAMES
+    assert parse(formatter(FRAMES)) == FRAMES
 
 
 def test_the_formatters_match_the_real_tools() -> None:
@@ -568,7 +573,7 @@ def test_the_formatters_match_the_real_tools() -> None:
 def test_every_formatted_layout_reads_back(data: bytes) -> None:
     for name, formatter in FORMATTERS.items():
         text = formatter(data)
-        assert parse_hex_text(text) == data, name
+        assert parse(text) == data, name
         if data:
             assert looks_like_hex_text(text.encode()[:4096]), name
 
@@ -597,11 +602,11 @@ def _run(command: list[str], data: bytes) -> str:
 
 
 # At least one byte: `od` prints a lone offset, 000000, for empty input, which reads as
-# three zero bytes (see the module docstring); the formatter test above covers b"".
+# three zero bytes (see docs/hex-input.md); the formatter test above covers b"".
 @settings(max_examples=60, deadline=None)
 @given(st.binary(min_size=1, max_size=600))
 def test_the_real_dumpers_output_reads_back(data: bytes) -> None:
     for command in REAL_TOOLS:
         text = _run([_tool(command[0]), *command[1:]], data)
-        assert parse_hex_text(text) == data, command
+        assert parse(text) == data, command
         assert looks_like_hex_text(text.encode()[:4096]), command
