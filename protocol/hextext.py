@@ -420,7 +420,7 @@ class _ByteTokens:
             even = len(digits) - len(digits) % 2
             out += bytes.fromhex(digits[:even])
             run.odd = digits[even:]
-        if rest and rest[0] not in _SEPARATOR_CHARS:
+        if rest and rest[0] not in _SEPARATOR_CHARS and rest[0] != "|":
             raise HexTextError(number, f"{run.quote!r} is not hex")
         if rest or end:
             self._run = None
