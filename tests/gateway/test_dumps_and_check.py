@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import resource
 import struct
 import subprocess
 import sys
@@ -106,6 +107,34 @@ def test_every_input_form_decodes_to_the_same_records(dump: Path, tmp_path: Path
     assert any(r["type"] == "error" for r in expected)  # the noise
     for name, records in outputs.items():
         assert records == expected, name
+
+
+def test_a_large_hex_dump_decodes_in_bounded_memory(dump: Path, tmp_path: Path) -> None:
+    # 20 MB of xxd text: read whole, it took some 100 times its size (a 50 MB file met the
+    # OOM killer); read a line at a time, it decodes with 512 MB of address space.
+    tile = dump.read_bytes()
+    tiles = 20_000_000 // (len(tile) * 17 // 4) + 1
+    text = tmp_path / "large.txt"
+    with text.open("wb") as file:
+        subprocess.run(["xxd"], input=tile * tiles, stdout=file, check=True)
+    assert text.stat().st_size > 20_000_000
+    limit = 512 << 20
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    result = subprocess.run(
+        [TGW, "decode", text],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=limit_memory,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    frames = sum(1 for r in frames_of(run("tgw", "decode", dump).stdout) if r["type"] == "frame")
+    assert f"{len(tile) * tiles} bytes, {frames * tiles} frames" in result.stderr
 
 
 def test_a_capture_gives_receive_times_and_its_schema(dump: Path, tmp_path: Path) -> None:

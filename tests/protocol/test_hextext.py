@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import shutil
 import subprocess
-from collections.abc import Callable
+import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from protocol import hextext
 from protocol.errors import ProtocolError
 from protocol.hextext import HexTextError, HexTextParser, looks_like_hex_text
 
@@ -436,6 +439,170 @@ def test_any_text_reads_or_raises_hex_text_error(text: str) -> None:
     if error is not None:
         assert "\n" not in str(error)
         assert 1 <= error.line <= len(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+
+
+# ---- streaming: any cut, a line at a time, linear work ----
+
+
+def outcome(text: str, cuts: list[int] | None = None, **options: int) -> bytes | tuple[int, str]:
+    """The bytes of ``text`` fed in pieces of ``cuts`` sizes (whole if None), or the error."""
+    parser = HexTextParser(**options)
+    data = bytearray()
+    position = 0
+    try:
+        for size in cuts or []:
+            data += parser.feed(text[position : position + size])
+            position += size
+        data += parser.feed(text[position:])
+        data += parser.finish()
+    except HexTextError as error:
+        return (error.line, error.problem)
+    return bytes(data)
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(st.sampled_from(list(LAYOUTS.values())), st.text(), _TEXTISH),
+    st.lists(st.integers(0, 9), max_size=40),
+)
+def test_text_cut_anywhere_reads_the_same(text: str, cuts: list[int]) -> None:
+    whole = outcome(text)
+    assert outcome(text, cuts) == whole
+    assert outcome(text, [1] * len(text)) == whole
+
+
+def test_every_layout_read_a_character_at_a_time() -> None:
+    for text in LAYOUTS.values():
+        for line_end in ("\n", "\r\n", "\r"):
+            assert outcome(text.replace("\n", line_end), [1] * len(text) * 2) == FRAMES
+
+
+def xxd_chunks(data: bytes, columns: int, lines: int) -> Iterator[str]:
+    """``xxd -c columns`` text of ``data`` (whole lines), in chunks of ``lines`` lines."""
+    rows = {data[start : start + columns] for start in range(0, len(data), columns)}
+    shown = {
+        row: " ".join(row[i : i + 2].hex() for i in range(0, columns, 2))
+        + f"  {ascii_column(row)}\n"
+        for row in rows
+    }
+    for first in range(0, len(data), columns * lines):
+        yield "".join(
+            f"{start:08x}: {shown[data[start : start + columns]]}"
+            for start in range(first, min(len(data), first + columns * lines), columns)
+        )
+
+
+def test_memory_stays_bounded_whatever_the_size_of_the_text() -> None:
+    # 20 MB of `xxd -c 64` text, made and fed chunk by chunk, never whole: the parser holds
+    # a line (lines of 64 bytes rather than 16: fewer allocations for tracemalloc to trace).
+    data = FRAMES * 64 * 3_500  # 5.6 MB: 87,500 lines
+    expected = hashlib.sha256(data).hexdigest()
+    parser = HexTextParser()
+    digest = hashlib.sha256()
+    text_size = 0
+    tracemalloc.start()
+    try:
+        for chunk in xxd_chunks(data, 64, 250):
+            text_size += len(chunk)
+            digest.update(parser.feed(chunk))
+        digest.update(parser.finish())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert text_size > 20_000_000
+    assert digest.hexdigest() == expected
+    assert peak < 4_000_000, f"{peak:,} bytes at the peak for {text_size:,} bytes of text"
+
+
+def test_a_long_dump_line_is_tokenised_once_not_once_a_gap(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 64 KB line of an offset, bytes apart by two spaces (each a gap where an ASCII column
+    # could start) and its column: every gap was a new try of all the bytes before it,
+    # 30 s for this line. Count the characters handed to the byte tokeniser instead.
+    row = bytes(range(0x41, 0x5B)) * 505
+    line = f"00000000  {'  '.join(f'{b:02x}' for b in row)}  |{row.decode()}|\n"
+    assert len(line) > 65_536
+    tokenised = 0
+    try_area = hextext._try_area
+
+    def counting(area: str) -> bytes | None:
+        nonlocal tokenised
+        tokenised += len(area)
+        return try_area(area)
+
+    monkeypatch.setattr(hextext, "_try_area", counting)
+    assert parse(line) == row
+    assert tokenised < 2 * len(line)
+    tokenised = 0
+    assert parse(line.replace("|", " ")) == row  # no column found: the bytes read to the end
+    assert tokenised < 3 * len(line)
+
+
+def test_a_line_of_continuous_hex_longer_than_a_line_may_be_is_read_in_pieces() -> None:
+    # `xxd -p -c0` prints a file as one line: it is read a piece at a time.
+    data = bytes(range(256)) * 4000
+    text = data.hex() + "\n"
+    parser = HexTextParser(max_line=4096)
+    digest = hashlib.sha256()
+    tracemalloc.start()
+    try:
+        for start in range(0, len(text), 1000):
+            digest.update(parser.feed(text[start : start + 1000]))
+        digest.update(parser.finish())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert digest.digest() == hashlib.sha256(data).digest()
+    assert peak < 64_000
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "aa55 " * 30 + "0a0b0c 0d" + "ab" * 40 + "5 12\n",  # an odd token, long
+        "aa " * 30 + "0x" + "12" * 40 + " 13\n",  # a 0x token, wider than a byte
+        "aa " * 30 + "ab" * 40 + "zz 12\n",  # not hex, found past the first piece
+        "0xaa, " * 30 + "ab" * 30 + "|ab zz\n" + "ab\n",  # an ASCII column after a long token
+        "12 " * 40 + "\n" + "# a long comment " * 10 + "\n" + "34" * 50 + "\n",
+        "ab" * 100 + "\n" + "*\n",
+    ],
+    ids=["odd", "0x-wide", "not-hex", "bar", "comment", "squeezed"],
+)
+def test_a_long_line_of_byte_tokens_reads_as_if_read_whole(text: str) -> None:
+    # The default max_line holds every line whole; 24 characters cut these into pieces.
+    assert outcome(text, max_line=24) == outcome(text)
+    assert outcome(text, [5] * len(text), max_line=24) == outcome(text)
+
+
+def test_a_long_line_that_is_not_byte_tokens_is_refused_naming_it() -> None:
+    text = "00000000: aa55\n00000002: " + "12 " * 20 + "\n"
+    assert outcome(text, max_line=32) == (
+        2,
+        "longer than 32 characters, the most a line may hold unless it holds only byte tokens",
+    )
+    assert outcome(text) == b"\xaa\x55" + b"\x12" * 20
+
+
+def test_a_logic_analyser_row_may_go_on_over_lines_in_quotes() -> None:
+    # As the csv module reads it: a quoted field holds line breaks (blank lines dropped).
+    text = LOGIC2_CSV.replace(
+        '"Async Serial","data",0.0001868', '"Async\n\nSerial","data",0.0001868'
+    )
+    error = error_of(text)
+    assert error.line == 5  # the second row, on lines 3 to 5, is of another analyser
+    assert "export one analyser's table" in error.problem
+    text = 'name,data\n"A\nB",0xAA\n"A\nB",0x55\n'
+    assert parse(text) == b"\xaa\x55"
+    assert outcome(text, [1] * len(text)) == b"\xaa\x55"
+
+
+def test_a_quote_never_closed_takes_the_rest_of_a_logic_analyser_export() -> None:
+    text = 'name,data\n"A,0xAA\nB,0x55\nC,0x12\n'
+    assert str(error_of(text)) == "line 4: the row has no 'data' column"
+    rows = "".join(f"C,0x{n % 256:02x}\n" for n in range(100))
+    assert outcome('name,data\n"A,0xAA\n' + rows, max_line=256) == (
+        44,  # where the row outgrew 256 characters
+        "a CSV row longer than 256 characters (a '\"' not closed?)",
+    )
 
 
 # ---- sniffing ----
