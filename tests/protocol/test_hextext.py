@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import hextext
 from protocol.errors import ProtocolError
 from protocol.hextext import HexTextError, HexTextParser, looks_like_hex_text
+from protocol.hextext.tokens import try_area
 
 FRAMES = bytes.fromhex("aa 55 12 05 00 74 0e fb ff 5a ec aa 55 10 08 00 66 08 a0 0f 94 27 00 00 ef")
 """Two frames of the default profile (the README's dump without its two noise bytes)."""
@@ -522,18 +522,18 @@ def test_a_long_dump_line_is_tokenised_once_not_once_a_gap(monkeypatch: pytest.M
     line = f"00000000  {'  '.join(f'{b:02x}' for b in row)}  |{row.decode()}|\n"
     assert len(line) > 65_536
     tokenised = 0
-    try_area = hextext._try_area
 
     def counting(area: str) -> bytes | None:
         nonlocal tokenised
         tokenised += len(area)
         return try_area(area)
 
-    monkeypatch.setattr(hextext, "_try_area", counting)
+    monkeypatch.setattr("protocol.hextext.dump.try_area", counting)
     assert parse(line) == row
     assert tokenised < 2 * len(line)
     tokenised = 0
-    assert parse(line.replace("|", " ")) == row  # no column found: the bytes read to the end
+    line = line[: line.index("  |")] + "\n"  # no column: every gap is tried, to the end
+    assert parse(line) == row
     assert tokenised < 3 * len(line)
 
 
@@ -751,6 +751,7 @@ REAL_TOOLS = [
     ["xxd", "-g4", "-c", "7"],
     ["xxd", "-i"],
     ["xxd", "-p"],
+    ["xxd", "-p", "-c0"],  # one line, however long
     ["hexdump", "-Cv"],
     ["od", "-A", "x", "-t", "x1", "-v"],
     ["od", "-A", "x", "-t", "x1z", "-v"],
