@@ -109,6 +109,34 @@ def test_every_input_form_decodes_to_the_same_records(dump: Path, tmp_path: Path
         assert records == expected, name
 
 
+def test_hex_text_read_in_chunks_names_its_lines_across_them(dump: Path, tmp_path: Path) -> None:
+    # Text read 64 KiB at a time: a character cut by a read, a line cut by a read, and
+    # line numbers that go on from one read to the next.
+    data = dump.read_bytes() * 40
+    lines = [f"# {index} °C\n{line}" for index, line in enumerate(xxd(data).splitlines(True))]
+    text = "".join(lines).encode()
+    cut = text.index(b"\xc2\xb0", 65_536 - 200)  # a degree sign across the first 64 KiB
+    assert cut < 65_536
+    text = text[:cut] + b"\n#" + b"#" * (65_535 - cut - 2) + text[cut:]
+    assert text[65_535:65_537] == "°".encode()
+    path = tmp_path / "long.txt"
+    path.write_bytes(text)
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(data)
+    assert frames_of(run("tgw", "decode", path).stdout) == frames_of(
+        run("tgw", "decode", raw).stdout
+    )
+    bad = text.decode().splitlines(True)
+    number = len(bad) - 100  # a data line near the end: its number, from 1
+    number += 0 if bad[number - 1].startswith("000") else 1
+    bad[number - 1] = bad[number - 1][:12] + "zz" + bad[number - 1][14:]
+    path.write_text("".join(bad), encoding="utf-8")
+    result = run("tgw", "decode", path, check=False)
+    assert result.returncode == 2
+    assert f"not readable as hex text: line {number}: " in result.stderr
+    assert "is not hex" in result.stderr
+
+
 def test_a_large_hex_dump_decodes_in_bounded_memory(dump: Path, tmp_path: Path) -> None:
     # 20 MB of xxd text: read whole, it took some 100 times its size (a 50 MB file met the
     # OOM killer); read a line at a time, it decodes with 512 MB of address space.
