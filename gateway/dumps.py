@@ -137,18 +137,18 @@ class Dump:
             yield CaptureRecord(RecordKind.DATA, 0, chunk)
 
     def _hex_records(self) -> Iterator[CaptureRecord]:
-        """The bytes of hex text, a record for each chunk read: a line at a time in memory.
+        """The bytes hex text shows, a record for each chunk read (a line at a time in memory).
 
         A line that cannot be read ends the records with InputError; the bytes of the
-        lines before it have been read by then (those of the last chunk excepted).
+        lines before it are yielded by then, but for those read in the same chunk.
         """
-        text = codecs.getincrementaldecoder("utf-8")("replace")
+        utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         parser = HexTextParser()
         try:
             for chunk in self._chunks():
-                if data := parser.feed(text.decode(chunk)):
+                if data := parser.feed(utf8.decode(chunk)):
                     yield CaptureRecord(RecordKind.DATA, 0, data)
-            data = parser.feed(text.decode(b"", final=True)) + parser.finish()
+            data = parser.feed(utf8.decode(b"", final=True)) + parser.finish()
         except HexTextError as exc:
             raise InputError(f"{self.name}: not readable as hex text: {exc}") from exc
         if data:
