@@ -4,7 +4,8 @@ Part 1: the cost, on the event loop, of handing a read to a capture
 (``CaptureWriter.data``), while its thread writes to a real file in a temporary
 folder: 200,000 reads of 64 bytes, as a serial port at high rate delivers them.
 Part 2: ``tgw decode``'s path (``open_dump`` + ``decode_dump``) on the same 100,000
-frames as a raw dump, a capture (one record per 64-byte read) and ``xxd`` hex text.
+frames as a raw dump, a capture (one record per 64-byte read) and ``xxd`` hex text: the
+time (best of 3), then the peak of memory allocated (``tracemalloc``, one more run).
 
 Run: ``python bench/capture.py``. It prints measured figures; nothing is asserted.
 """
@@ -15,6 +16,7 @@ import asyncio
 import os
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 from gateway.config import CaptureConfig
@@ -97,17 +99,29 @@ def decode_forms(folder: Path) -> None:
         best = float("inf")
         for _ in range(3):
             started = time.perf_counter()
-            with open_dump(str(path)) as dump:
-                decoder = StreamDecoder(load_schema())
-                for _records in decode_dump(dump, decoder):
-                    pass
+            decode(path)
             best = min(best, time.perf_counter() - started)
-            assert decoder.statistics().frames == FRAMES
+        tracemalloc.start()
+        try:
+            decode(path)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
         baseline = baseline or best
         print(
             f"  {name:<10} {len(content):>12,} bytes  {best:6.3f} s  "
-            f"{FRAMES / best:>10,.0f} frames/s  ({best / baseline:.2f}x raw's time)"
+            f"{FRAMES / best:>10,.0f} frames/s  ({best / baseline:.2f}x raw's time)  "
+            f"peak {peak / 1e6:6.1f} MB"
         )
+
+
+def decode(path: Path) -> None:
+    """Decode the dump at ``path`` as ``tgw decode`` does, dropping the records."""
+    with open_dump(str(path)) as dump:
+        decoder = StreamDecoder(load_schema())
+        for _records in decode_dump(dump, decoder):
+            pass
+    assert decoder.statistics().frames == FRAMES
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ records ``tgw decode`` prints.
 
 from __future__ import annotations
 
+import codecs
 import enum
 import os
 import stat
@@ -37,7 +38,7 @@ from protocol.capture import (
 )
 from protocol.decoder import StreamDecoder
 from protocol.errors import GatewayError, os_error_reason
-from protocol.hextext import HexTextError, looks_like_hex_text, parse_hex_text
+from protocol.hextext import HexTextError, HexTextParser, looks_like_hex_text
 from protocol.records import event_record
 
 __all__ = ["Dump", "DumpFormat", "InputError", "decode_dump", "open_dump"]
@@ -133,9 +134,18 @@ class Dump:
             yield CaptureRecord(RecordKind.DATA, 0, chunk)
 
     def _hex_records(self) -> Iterator[CaptureRecord]:
-        text = b"".join(self._chunks()).decode("utf-8", "replace")
+        """The bytes hex text shows, a record for each chunk read (a line at a time in memory).
+
+        A line that cannot be read ends the records with InputError; the bytes of the
+        lines before it are yielded by then, but for those read in the same chunk.
+        """
+        utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        parser = HexTextParser()
         try:
-            data = parse_hex_text(text)
+            for chunk in self._chunks():
+                if data := parser.feed(utf8.decode(chunk)):
+                    yield CaptureRecord(RecordKind.DATA, 0, data)
+            data = parser.feed(utf8.decode(b"", final=True)) + parser.finish()
         except HexTextError as exc:
             raise InputError(f"{self.name}: not readable as hex text: {exc}") from exc
         if data:

@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import re
+import resource
 import signal
 import struct
 import subprocess
@@ -122,6 +123,62 @@ def test_input_format_overrides_the_guess(dump: Path, tmp_path: Path) -> None:
     result = run("tgw", "decode", dump, "--input-format", "capture", check=False)
     assert result.returncode == 2
     assert "not a tgw capture" in result.stderr
+
+
+def test_hex_text_read_in_chunks_names_its_lines_across_them(dump: Path, tmp_path: Path) -> None:
+    # Text read 64 KiB at a time: a character cut by a read, a line cut by a read, and
+    # line numbers that go on from one read to the next.
+    data = dump.read_bytes() * 40
+    lines = [f"# {index} °C\n{line}" for index, line in enumerate(xxd(data).splitlines(True))]
+    text = "".join(lines).encode()
+    cut = text.index(b"\xc2\xb0", 65_536 - 200)  # a degree sign across the first 64 KiB
+    assert cut < 65_536
+    text = text[:cut] + b"\n#" + b"#" * (65_535 - cut - 2) + text[cut:]
+    assert text[65_535:65_537] == "°".encode()
+    path = tmp_path / "long.txt"
+    path.write_bytes(text)
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(data)
+    assert frames_of(run("tgw", "decode", path).stdout) == frames_of(
+        run("tgw", "decode", raw).stdout
+    )
+    bad = text.decode().splitlines(True)
+    number = len(bad) - 100  # a data line near the end: its number, from 1
+    number += 0 if bad[number - 1].startswith("000") else 1
+    bad[number - 1] = bad[number - 1][:12] + "zz" + bad[number - 1][14:]
+    path.write_text("".join(bad), encoding="utf-8")
+    result = run("tgw", "decode", path, check=False)
+    assert result.returncode == 2
+    assert f"not readable as hex text: line {number}: " in result.stderr
+    assert "is not hex" in result.stderr
+
+
+def test_a_large_hex_dump_decodes_in_bounded_memory(dump: Path, tmp_path: Path) -> None:
+    # 20 MB of xxd text: read whole, it took some 100 times its size (a 50 MB file met the
+    # OOM killer); read a line at a time, it decodes with 512 MB of address space.
+    tile = dump.read_bytes()
+    tiles = 20_000_000 // (len(tile) * 17 // 4) + 1
+    text = tmp_path / "large.txt"
+    with text.open("wb") as file:
+        subprocess.run(["xxd"], input=tile * tiles, stdout=file, check=True)
+    assert text.stat().st_size > 20_000_000
+    limit = 512 << 20
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    result = subprocess.run(
+        [TGW, "decode", text],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=limit_memory,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    frames = sum(1 for r in frames_of(run("tgw", "decode", dump).stdout) if r["type"] == "frame")
+    assert f"{len(tile) * tiles} bytes, {frames * tiles} frames" in result.stderr
 
 
 def test_a_capture_gives_receive_times_and_its_schema(dump: Path, tmp_path: Path) -> None:

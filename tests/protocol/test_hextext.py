@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import shutil
 import subprocess
-from collections.abc import Callable
+import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,10 +15,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.errors import ProtocolError
-from protocol.hextext import HexTextError, looks_like_hex_text, parse_hex_text
+from protocol.hextext import HexTextError, HexTextParser, looks_like_hex_text
+from protocol.hextext.tokens import try_area
 
 FRAMES = bytes.fromhex("aa 55 12 05 00 74 0e fb ff 5a ec aa 55 10 08 00 66 08 a0 0f 94 27 00 00 ef")
 """Two frames of the default profile (the README's dump without its two noise bytes)."""
+
+
+def parse(text: str) -> bytes:
+    """The bytes of ``text`` fed whole to a parser."""
+    parser = HexTextParser()
+    return parser.feed(text) + parser.finish()
+
 
 README_DUMP = b"\x00\x13" + FRAMES
 """The binary dump of the README, as ``tgw decode`` reads it."""
@@ -185,13 +195,13 @@ def test_the_fixture_is_the_two_frames_of_the_readme() -> None:
 
 @pytest.mark.parametrize("text", LAYOUTS.values(), ids=LAYOUTS.keys())
 def test_every_layout_reads_back_the_frames(text: str) -> None:
-    assert parse_hex_text(text) == FRAMES
+    assert parse(text) == FRAMES
 
 
 @pytest.mark.parametrize("text", LAYOUTS.values(), ids=LAYOUTS.keys())
 @pytest.mark.parametrize("line_end", ["\r\n", "\r"], ids=["crlf", "cr"])
 def test_every_layout_reads_the_same_with_other_line_ends(text: str, line_end: str) -> None:
-    assert parse_hex_text(text.replace("\n", line_end)) == FRAMES
+    assert parse(text.replace("\n", line_end)) == FRAMES
     assert looks_like_hex_text(text.replace("\n", line_end).encode())
 
 
@@ -217,30 +227,28 @@ def test_every_layout_looks_like_hex_text_however_the_head_is_cut(text: str) -> 
 
 
 def test_empty_and_comment_only_text_read_as_no_bytes() -> None:
-    assert parse_hex_text("") == b""
-    assert parse_hex_text("\n  \n# nothing captured\n") == b""
+    assert parse("") == b""
+    assert parse("\n  \n# nothing captured\n") == b""
 
 
 def test_a_utf8_byte_order_mark_is_ignored() -> None:
-    assert parse_hex_text("\ufeff" + SPACED) == FRAMES
+    assert parse("\ufeff" + SPACED) == FRAMES
 
 
 def test_a_one_line_c_array_with_comments_and_single_digit_bytes() -> None:
     text = "static const uint8_t f[] = {0xAA, 0x5, /* sync */ 0x0}; // a frame\n"
-    assert parse_hex_text(text) == b"\xaa\x05\x00"
+    assert parse(text) == b"\xaa\x05\x00"
 
 
 def test_the_xxd_ascii_column_is_not_read_even_when_it_looks_like_hex() -> None:
     # `printf 'ab 12' | xxd` and `printf 'ab|12' | xxd`
-    assert parse_hex_text("00000000: 6162 2031 32                             ab 12\n") == b"ab 12"
-    assert parse_hex_text("00000000: 6162 7c31 32                             ab|12\n") == b"ab|12"
+    assert parse("00000000: 6162 2031 32                             ab 12\n") == b"ab 12"
+    assert parse("00000000: 6162 7c31 32                             ab|12\n") == b"ab|12"
 
 
 def test_the_hexdump_ascii_column_may_hold_pipes() -> None:
     assert (
-        parse_hex_text(
-            "00000000  61 62 7c 31 32                                    |ab|12|\n00000005\n"
-        )
+        parse("00000000  61 62 7c 31 32                                    |ab|12|\n00000005\n")
         == b"ab|12"
     )
 
@@ -248,11 +256,11 @@ def test_the_hexdump_ascii_column_may_hold_pipes() -> None:
 def test_a_dump_of_part_of_a_file_starts_at_its_offset() -> None:
     # `hexdump -C -s 16`: the offsets need not start at 0, but must follow on.
     text = "00000010  66 08 a0 0f 94 27 00 00  ef                       |f....'...|\n00000019\n"
-    assert parse_hex_text(text) == FRAMES[16:]
+    assert parse(text) == FRAMES[16:]
 
 
 def test_a_one_line_dump_with_offset_and_no_total() -> None:
-    assert parse_hex_text("00000000  aa 55 12\n") == b"\xaa\x55\x12"
+    assert parse("00000000  aa 55 12\n") == b"\xaa\x55\x12"
 
 
 # ---- errors ----
@@ -260,7 +268,7 @@ def test_a_one_line_dump_with_offset_and_no_total() -> None:
 
 def error_of(text: str) -> HexTextError:
     with pytest.raises(HexTextError) as caught:
-        parse_hex_text(text)
+        parse(text)
     error = caught.value
     assert isinstance(error, ProtocolError)
     assert "\n" not in str(error)
@@ -425,12 +433,176 @@ _TEXTISH = st.text(alphabet=st.sampled_from(list('0123456789abcdefx:|*{},# \t\n\
 def test_any_text_reads_or_raises_hex_text_error(text: str) -> None:
     error: HexTextError | None = None
     try:
-        parse_hex_text(text)
+        parse(text)
     except HexTextError as raised:
         error = raised
     if error is not None:
         assert "\n" not in str(error)
         assert 1 <= error.line <= len(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+
+
+# ---- streaming: any cut, a line at a time, linear work ----
+
+
+def outcome(text: str, cuts: list[int] | None = None, **options: int) -> bytes | tuple[int, str]:
+    """The bytes of ``text`` fed in pieces of ``cuts`` sizes (whole if None), or the error."""
+    parser = HexTextParser(**options)
+    data = bytearray()
+    position = 0
+    try:
+        for size in cuts or []:
+            data += parser.feed(text[position : position + size])
+            position += size
+        data += parser.feed(text[position:])
+        data += parser.finish()
+    except HexTextError as error:
+        return (error.line, error.problem)
+    return bytes(data)
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(st.sampled_from(list(LAYOUTS.values())), st.text(), _TEXTISH),
+    st.lists(st.integers(0, 9), max_size=40),
+)
+def test_text_cut_anywhere_reads_the_same(text: str, cuts: list[int]) -> None:
+    whole = outcome(text)
+    assert outcome(text, cuts) == whole
+    assert outcome(text, [1] * len(text)) == whole
+
+
+def test_every_layout_read_a_character_at_a_time() -> None:
+    for text in LAYOUTS.values():
+        for line_end in ("\n", "\r\n", "\r"):
+            assert outcome(text.replace("\n", line_end), [1] * len(text) * 2) == FRAMES
+
+
+def xxd_chunks(data: bytes, columns: int, lines: int) -> Iterator[str]:
+    """``xxd -c columns`` text of ``data`` (whole lines), in chunks of ``lines`` lines."""
+    rows = {data[start : start + columns] for start in range(0, len(data), columns)}
+    shown = {
+        row: " ".join(row[i : i + 2].hex() for i in range(0, columns, 2))
+        + f"  {ascii_column(row)}\n"
+        for row in rows
+    }
+    for first in range(0, len(data), columns * lines):
+        yield "".join(
+            f"{start:08x}: {shown[data[start : start + columns]]}"
+            for start in range(first, min(len(data), first + columns * lines), columns)
+        )
+
+
+def test_memory_stays_bounded_whatever_the_size_of_the_text() -> None:
+    # 20 MB of `xxd -c 64` text, made and fed chunk by chunk, never whole: the parser holds
+    # a line (lines of 64 bytes rather than 16: fewer allocations for tracemalloc to trace).
+    data = FRAMES * 64 * 3_500  # 5.6 MB: 87,500 lines
+    expected = hashlib.sha256(data).hexdigest()
+    parser = HexTextParser()
+    digest = hashlib.sha256()
+    text_size = 0
+    tracemalloc.start()
+    try:
+        for chunk in xxd_chunks(data, 64, 250):
+            text_size += len(chunk)
+            digest.update(parser.feed(chunk))
+        digest.update(parser.finish())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert text_size > 20_000_000
+    assert digest.hexdigest() == expected
+    assert peak < 4_000_000, f"{peak:,} bytes at the peak for {text_size:,} bytes of text"
+
+
+def test_a_long_dump_line_is_tokenised_once_not_once_a_gap(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 64 KB line of an offset, bytes apart by two spaces (each a gap where an ASCII column
+    # could start) and its column: every gap was a new try of all the bytes before it,
+    # 30 s for this line. Count the characters handed to the byte tokeniser instead.
+    row = bytes(range(0x41, 0x5B)) * 505
+    line = f"00000000  {'  '.join(f'{b:02x}' for b in row)}  |{row.decode()}|\n"
+    assert len(line) > 65_536
+    tokenised = 0
+
+    def counting(area: str) -> bytes | None:
+        nonlocal tokenised
+        tokenised += len(area)
+        return try_area(area)
+
+    monkeypatch.setattr("protocol.hextext.dump.try_area", counting)
+    assert parse(line) == row
+    assert tokenised < 2 * len(line)
+    tokenised = 0
+    line = line[: line.index("  |")] + "\n"  # no column: every gap is tried, to the end
+    assert parse(line) == row
+    assert tokenised < 3 * len(line)
+
+
+def test_a_line_of_continuous_hex_longer_than_a_line_may_be_is_read_in_pieces() -> None:
+    # `xxd -p -c0` prints a file as one line: it is read a piece at a time.
+    data = bytes(range(256)) * 4000
+    text = data.hex() + "\n"
+    parser = HexTextParser(max_line=4096)
+    digest = hashlib.sha256()
+    tracemalloc.start()
+    try:
+        for start in range(0, len(text), 1000):
+            digest.update(parser.feed(text[start : start + 1000]))
+        digest.update(parser.finish())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert digest.digest() == hashlib.sha256(data).digest()
+    assert peak < 64_000
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "aa55 " * 30 + "0a0b0c 0d" + "ab" * 40 + "5 12\n",  # an odd token, long
+        "aa " * 30 + "0x" + "12" * 40 + " 13\n",  # a 0x token, wider than a byte
+        "aa " * 30 + "ab" * 40 + "zz 12\n",  # not hex, found past the first piece
+        "0xaa, " * 30 + "ab" * 30 + "|ab zz\n" + "ab\n",  # an ASCII column after a long token
+        "12 " * 40 + "\n" + "# a long comment " * 10 + "\n" + "34" * 50 + "\n",
+        "ab" * 100 + "\n" + "*\n",
+    ],
+    ids=["odd", "0x-wide", "not-hex", "bar", "comment", "squeezed"],
+)
+def test_a_long_line_of_byte_tokens_reads_as_if_read_whole(text: str) -> None:
+    # The default max_line holds every line whole; 24 characters cut these into pieces.
+    assert outcome(text, max_line=24) == outcome(text)
+    assert outcome(text, [5] * len(text), max_line=24) == outcome(text)
+
+
+def test_a_long_line_that_is_not_byte_tokens_is_refused_naming_it() -> None:
+    text = "00000000: aa55\n00000002: " + "12 " * 20 + "\n"
+    assert outcome(text, max_line=32) == (
+        2,
+        "longer than 32 characters, the most a line may hold unless it holds only byte tokens",
+    )
+    assert outcome(text) == b"\xaa\x55" + b"\x12" * 20
+
+
+def test_a_logic_analyser_row_may_go_on_over_lines_in_quotes() -> None:
+    # As the csv module reads it: a quoted field holds line breaks (blank lines dropped).
+    text = LOGIC2_CSV.replace(
+        '"Async Serial","data",0.0001868', '"Async\n\nSerial","data",0.0001868'
+    )
+    error = error_of(text)
+    assert error.line == 5  # the second row, on lines 3 to 5, is of another analyser
+    assert "export one analyser's table" in error.problem
+    text = 'name,data\n"A\nB",0xAA\n"A\nB",0x55\n'
+    assert parse(text) == b"\xaa\x55"
+    assert outcome(text, [1] * len(text)) == b"\xaa\x55"
+
+
+def test_a_quote_never_closed_takes_the_rest_of_a_logic_analyser_export() -> None:
+    text = 'name,data\n"A,0xAA\nB,0x55\nC,0x12\n'
+    assert str(error_of(text)) == "line 4: the row has no 'data' column"
+    rows = "".join(f"C,0x{n % 256:02x}\n" for n in range(100))
+    assert outcome('name,data\n"A,0xAA\n' + rows, max_line=256) == (
+        44,  # where the row outgrew 256 characters
+        "a CSV row longer than 256 characters (a '\"' not closed?)",
+    )
 
 
 # ---- sniffing ----
@@ -554,7 +726,7 @@ FORMATTERS: dict[str, Callable[[bytes], str]] = {
 
 @pytest.mark.parametrize("formatter", FORMATTERS.values(), ids=FORMATTERS.keys())
 def test_the_formatters_write_the_fixtures(formatter: Callable[[bytes], str]) -> None:
-    assert parse_hex_text(formatter(FRAMES)) == FRAMES
+    assert parse(formatter(FRAMES)) == FRAMES
 
 
 def test_the_formatters_match_the_real_tools() -> None:
@@ -568,7 +740,7 @@ def test_the_formatters_match_the_real_tools() -> None:
 def test_every_formatted_layout_reads_back(data: bytes) -> None:
     for name, formatter in FORMATTERS.items():
         text = formatter(data)
-        assert parse_hex_text(text) == data, name
+        assert parse(text) == data, name
         if data:
             assert looks_like_hex_text(text.encode()[:4096]), name
 
@@ -579,6 +751,7 @@ REAL_TOOLS = [
     ["xxd", "-g4", "-c", "7"],
     ["xxd", "-i"],
     ["xxd", "-p"],
+    ["xxd", "-p", "-c0"],  # one line, however long
     ["hexdump", "-Cv"],
     ["od", "-A", "x", "-t", "x1", "-v"],
     ["od", "-A", "x", "-t", "x1z", "-v"],
@@ -597,11 +770,11 @@ def _run(command: list[str], data: bytes) -> str:
 
 
 # At least one byte: `od` prints a lone offset, 000000, for empty input, which reads as
-# three zero bytes (see the module docstring); the formatter test above covers b"".
+# three zero bytes (see docs/hex-input.md); the formatter test above covers b"".
 @settings(max_examples=60, deadline=None)
 @given(st.binary(min_size=1, max_size=600))
 def test_the_real_dumpers_output_reads_back(data: bytes) -> None:
     for command in REAL_TOOLS:
         text = _run([_tool(command[0]), *command[1:]], data)
-        assert parse_hex_text(text) == data, command
+        assert parse(text) == data, command
         assert looks_like_hex_text(text.encode()[:4096]), command
