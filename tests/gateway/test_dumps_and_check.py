@@ -22,7 +22,7 @@ import xmlschema
 from protocol.capture import CaptureHeader, RecordKind, file_header, record
 from tests.fwsim.helpers import read_until_hangup, run
 
-DATA = Path(__file__).parent / "data"
+JUNIT_XSD = Path(__file__).parent / "ci" / "junit.xsd"
 TGW = Path(sys.executable).parent / "tgw"
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [A-Z]+ ")
 UNKNOWN_FRAME = bytes.fromhex("aa557e0000") + bytes([(0xAA + 0x55 + 0x7E) % 256])
@@ -334,7 +334,7 @@ def test_junit_report_validates_one_case_per_dump(dump: Path, golden: Path, tmp_
     report = tmp_path / "report.xml"
     result = check(dump, unknown, missing, "--golden", golden, "--junit", report)
     assert result.returncode == 2  # one dump could not be read at all
-    schema = xmlschema.XMLSchema(DATA / "junit.xsd")
+    schema = xmlschema.XMLSchema(JUNIT_XSD)
     schema.validate(report)
     suites = schema.to_dict(report)
     assert isinstance(suites, dict)
@@ -362,7 +362,7 @@ def test_junit_failures_are_named_by_what_failed(dump: Path, golden: Path, tmp_p
     check(cut, unknown, "--junit", tmp_path / "other.xml")
     types = {}
     for name in ("report.xml", "threshold.xml", "other.xml"):
-        suite = xmlschema.XMLSchema(DATA / "junit.xsd").to_dict(tmp_path / name)
+        suite = xmlschema.XMLSchema(JUNIT_XSD).to_dict(tmp_path / name)
         assert isinstance(suite, dict)
         for case in suite["testsuite"][0]["testcase"]:
             types[(name, case["@name"])] = case["failure"]["@type"]

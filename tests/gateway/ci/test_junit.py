@@ -15,7 +15,7 @@ import xmlschema
 
 from gateway.ci.junit import FAILURE_TYPE, CaseResult, junit_text, write_junit
 
-SCHEMA_PATH = Path(__file__).parent / "data" / "junit.xsd"
+SCHEMA_PATH = Path(__file__).parent / "junit.xsd"
 WHEN = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 
 DIFF = (

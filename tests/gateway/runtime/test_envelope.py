@@ -17,7 +17,7 @@ from protocol.events import Frame
 from protocol.schema import Schema, compile_schema
 
 TGW = Path(sys.executable).parent / "tgw"
-FLAGGED = Path(__file__).parent.parent / "protocol" / "data" / "flagged.toml"
+FLAGGED = Path(__file__).parents[2] / "protocol" / "data" / "flagged.toml"
 POWER = {"battery": 3700, "current": -5, "charge": 90}
 FIELDS = '"fields":{"battery":3700,"current":-5,"charge":90}'
 HEAD = '{"type":"message","seq":42,"device":"node-1"'
