@@ -167,7 +167,8 @@ def test_pty_link_disconnects_and_comes_back(tmp_path: Path, default_schema: Sch
         fd = os.open(link, os.O_RDONLY | os.O_NOCTTY)
         before = read_until_hangup(fd)  # the device vanishes: EOF or EIO
         os.close(fd)
-        wait_for(lambda: os.path.lexists(link), "the symlink to come back")
+        # The hang-up can be seen before the old symlink is gone: wait for the new one.
+        wait_for(lambda: _target(link) not in (None, first_target), "the symlink to come back")
         second_target = os.readlink(link)
         fd = os.open(link, os.O_RDONLY | os.O_NOCTTY)
         after = read_until_hangup(fd)
@@ -194,6 +195,14 @@ def test_pty_link_disconnects_and_comes_back(tmp_path: Path, default_schema: Sch
         shifted = [{**record, "offset": record["offset"] + base} for record in got]
         assert shifted == sent[: len(shifted)]
     assert len(got_after) == len(sent_after)  # the run ends with a drained link
+
+
+def _target(link: Path) -> str | None:
+    """Where the symlink ``link`` points, or None while there is none."""
+    try:
+        return os.readlink(link)
+    except FileNotFoundError:
+        return None
 
 
 class Console:
