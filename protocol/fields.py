@@ -183,6 +183,8 @@ class TextAdapter(ValueAdapter):
 
     def encode_value(self, value: str) -> bytes:
         """Return ``value`` in UTF-8, padded with NULs to the field's length."""
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {type(value).__name__}")
         data = value.encode("utf-8")
         if len(data) > self.length:
             raise construct.StringError(f"{len(data)} bytes of text, the field holds {self.length}")

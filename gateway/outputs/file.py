@@ -7,7 +7,8 @@ own writes it, so a slow disk never holds up the event loop; what does not fit i
 dropped, counted (``tgw_file_dropped{reason}``) and logged once per episode. A file that
 would grow beyond ``max_file_size`` is renamed ``<path>.1`` (the older ones shifting to
 ``.2`` and on, beyond ``max_files`` deleted) and a new one begun, as log shippers that
-tail a path expect. A line is never split across files.
+tail a path expect. A line is never split across files, nor left half written by a disk
+that refuses.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
+import io
 import logging
 import os
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 from prometheus_client import Counter
@@ -31,7 +34,7 @@ from gateway.runtime.journal import Published
 from gateway.runtime.metrics import GatewayMetrics
 from gateway.runtime.output import Output, OutputContext
 from gateway.runtime.status import DeviceStatus
-from protocol.errors import os_error_reason
+from protocol.errors import ConfigError, os_error_reason
 
 __all__ = ["JsonLinesFile", "build"]
 
@@ -48,7 +51,7 @@ def build(context: OutputContext) -> Output | None:
     config = context.config.file
     if config.path is None:
         return None
-    return JsonLinesFile(config, context.metrics)
+    return JsonLinesFile(config, context.metrics, source=context.config.source)
 
 
 class JsonLinesFile:
@@ -56,10 +59,13 @@ class JsonLinesFile:
 
     name = "file"
 
-    def __init__(self, config: FileConfig, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, config: FileConfig, metrics: GatewayMetrics, *, source: str = "configuration"
+    ) -> None:
         if config.path is None:
             raise ValueError("the file output is off: no path")
         self.config = config
+        self._source = source
         self.path = Path(config.path)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -67,7 +73,7 @@ class JsonLinesFile:
         self._pending_size = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._file: IO[bytes] | None = None
+        self._file: io.FileIO | None = None
         self._file_size = 0
         self._batch_done = 0
         """Lines of the batch being written that are on disk."""
@@ -92,9 +98,19 @@ class JsonLinesFile:
     # The Output interface; called from the event loop.
 
     async def start(self) -> None:
-        """Start the writing thread (the file is opened with the first line)."""
+        """Open the file and start the writing thread.
+
+        Raise :class:`~protocol.errors.ConfigError` naming ``file.path`` if the file
+        cannot be opened for appending.
+        """
         if self._thread is not None:
             raise RuntimeError("the file output is started already")
+        try:
+            self._open()
+        except OSError as exc:
+            raise ConfigError(
+                self._source, "file.path", f"cannot open {self.path}: {os_error_reason(exc)}"
+            ) from exc
         self._thread = threading.Thread(target=self._write_loop, name="file output", daemon=True)
         self._thread.start()
         logger.info("writing envelopes to %s", self.path)
@@ -211,10 +227,7 @@ class JsonLinesFile:
                     self._rotate()
                     continue
                 end, size = start + 1, len(batch[start])  # one line bigger than a file
-            file = self._file
-            assert file is not None
-            file.write(b"".join(batch[start:end]))
-            file.flush()
+            _write_all(self._file, b"".join(batch[start:end]))
             self._file_size += size
             with self._lock:
                 self._written += end - start
@@ -223,8 +236,8 @@ class JsonLinesFile:
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        file = open(self.path, "ab")  # noqa: SIM115 - kept open across batches
-        self._file, self._file_size = file, file.tell()
+        file = io.FileIO(self.path, "ab")  # unbuffered: a failed write is undone exactly
+        self._file, self._file_size = file, os.fstat(file.fileno()).st_size
         if self._last_error is not None:
             logger.info("file output: writing %s again", self.path)
             self._last_error = None
@@ -254,7 +267,11 @@ class JsonLinesFile:
                 file.close()
 
     def _fail(self, exc: OSError, lines: int) -> None:
-        """Count the lines of a failed write as dropped; log at most once a minute."""
+        """Undo the part of a line a failed write left, count the lines not written as
+        dropped; log at most once a minute."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):  # a device such as /dev/full: nothing to undo
+                os.ftruncate(self._file.fileno(), self._file_size)
         self._close_file()
         reason = os_error_reason(exc)
         with self._lock:
@@ -267,6 +284,17 @@ class JsonLinesFile:
             logger.warning(
                 "file output: cannot write %s (%s): %d lines lost", self.path, reason, lines
             )
+
+
+def _write_all(file: io.FileIO | None, data: bytes) -> None:
+    """Write all of ``data``; an unbuffered write may take only part of it."""
+    assert file is not None
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        if not written:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
 
 
 def _rename_if_exists(source: Path, target: Path) -> None:

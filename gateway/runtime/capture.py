@@ -177,8 +177,9 @@ class CaptureWriter:
         )
         self._thread.start()
 
-    async def close(self) -> None:
-        """Write what is buffered (waiting at most CLOSE_TIMEOUT s), close the file.
+    async def close(self, deadline: float | None = None) -> None:
+        """Write what is buffered, waiting until ``deadline`` (event loop time; None: at
+        most CLOSE_TIMEOUT s), and close the file.
 
         Bytes lost since the last gap record get one now, so the file says it all.
         """
@@ -190,13 +191,16 @@ class CaptureWriter:
         thread = self._thread
         if thread is None:
             return
-        await asyncio.to_thread(thread.join, CLOSE_TIMEOUT)
+        timeout = CLOSE_TIMEOUT
+        if deadline is not None:
+            timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+        await asyncio.to_thread(thread.join, timeout)
         if thread.is_alive():
             logger.warning(
-                "capture of %s: the disk did not take the last %d bytes within %g s",
+                "capture of %s: the disk did not take the last %d bytes within %.3g s",
                 self.device,
                 self._pending_size,
-                CLOSE_TIMEOUT,
+                timeout,
             )
 
     # The writing thread.

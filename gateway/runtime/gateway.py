@@ -83,6 +83,7 @@ class Gateway:
         ]
         self._http_server = standalone_http_server(config, self.http)
         self.started = asyncio.Event()
+        self._stopping = False
 
     def _make_source(self, config: SourceConfig, schema: Schema) -> Source:
         if isinstance(config, ReplaySourceConfig):
@@ -179,9 +180,10 @@ class Gateway:
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """HTTP status and body of ``/healthz``: 200 while running, with each part's state."""
-        running = self.started.is_set()
+        running = self.started.is_set() and not self._stopping
+        state = "stopping" if self._stopping else "ok" if running else "starting"
         body: dict[str, Any] = {
-            "status": "ok" if running else "starting",
+            "status": state,
             "version": __version__,
             "last_seq": self.journal.last_seq,
             "sources": [source.state() for source in self.sources.values()],
@@ -194,22 +196,20 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then shut down within ``shutdown_timeout`` seconds.
 
-        Shutdown: stop reading the devices (each is reported offline), then every output
-        closes by the same deadline (MQTT says goodbye and flushes, WebSocket clients
-        get 1001 "going away"), whatever the broker and the clients do.
+        Shutdown: stop reading the devices (each is reported offline), then the captures,
+        every output and the HTTP server close by the same deadline (MQTT says goodbye and
+        flushes, WebSocket clients get 1001 "going away", files are flushed), whatever the
+        disk, the broker and the clients do. A source that fails (a damaged capture in a
+        replay) shuts the gateway down the same way, and its error then propagates.
         """
         for output in self.outputs:
             await output.start()
         if self._http_server is not None:
             await self._http_server.start()
+        captures = [source.capture for source in self.sources.values() if source.capture]
+        for capture in captures:
+            capture.start()
         async with asyncio.TaskGroup() as tasks:
-            captures = [source.capture for source in self.sources.values() if source.capture]
-            for capture in captures:
-                capture.start()
-            readers = [
-                tasks.create_task(source.run(), name=f"source {device}")
-                for device, source in self.sources.items()
-            ]
             runners = [
                 tasks.create_task(output.run(), name=f"output {output.name}")
                 for output in self.outputs
@@ -220,22 +220,37 @@ class Gateway:
                 len(self.sources),
                 ", ".join(output.name for output in self.outputs) or "none",
             )
+            try:
+                await self._read_until(stop)
+            finally:
+                await self._close(captures)
+                for runner in runners:
+                    runner.cancel()
+        logger.info("gateway stopped")
+
+    async def _read_until(self, stop: asyncio.Event) -> None:
+        """Run the sources until ``stop`` is set; raise what a failing source raised."""
+        async with asyncio.TaskGroup() as reading:
+            readers = [
+                reading.create_task(source.run(), name=f"source {device}")
+                for device, source in self.sources.items()
+            ]
             await stop.wait()
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.config.shutdown_timeout
+            self._stopping = True
             logger.info("shutting down (within %g s)", self.config.shutdown_timeout)
             for reader in readers:  # each reports its device offline as it stops
                 reader.cancel()
-            if readers:
-                await asyncio.wait(readers)
-            for capture in captures:
-                await capture.close()
-            await asyncio.gather(*(output.close(deadline) for output in self.outputs))
-            if self._http_server is not None:
-                await self._http_server.close(deadline)
-            for runner in runners:
-                runner.cancel()
-        logger.info("gateway stopped")
+
+    async def _close(self, captures: list[CaptureWriter]) -> None:
+        """Close the captures, the outputs and the HTTP server by one deadline."""
+        self._stopping = True
+        deadline = asyncio.get_running_loop().time() + self.config.shutdown_timeout
+        await asyncio.gather(
+            *(capture.close(deadline) for capture in captures),
+            *(output.close(deadline) for output in self.outputs),
+        )
+        if self._http_server is not None:
+            await self._http_server.close(deadline)
 
 
 def _load_schemas(config: GatewayConfig) -> dict[str, Schema]:

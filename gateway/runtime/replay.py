@@ -29,7 +29,7 @@ from typing import Any
 from gateway.config import ReplaySourceConfig
 from gateway.dumps import Dump, open_dump
 from gateway.runtime.metrics import GatewayMetrics
-from gateway.runtime.session import END_OF_REPLAY, DeviceSession
+from gateway.runtime.session import END_OF_REPLAY, STOPPED, DeviceSession
 from gateway.runtime.sources import DeviceUnavailable, SourceSink, emit
 from protocol.capture import CaptureRecord, RecordKind
 from protocol.errors import GatewayError
@@ -152,7 +152,7 @@ class ReplaySource:
             self.finished.set()
         finally:
             self._running = False
-            emit(self._sink, session.stopped(END_OF_REPLAY, time=time.time()))
+            emit(self._sink, session.stopped(STOPPED, time=time.time()))  # cut short
 
     async def _play(self, dump: Dump) -> None:
         speed = self.config.speed if dump.timed else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import Any
@@ -14,6 +15,7 @@ from protocol.catalog import FieldType, MessageSpec
 from protocol.config import load_catalog
 from protocol.decoder import StreamDecoder
 from protocol.encoder import FrameEncoder
+from protocol.errors import EncodeError
 from protocol.events import Frame
 from protocol.schema import Schema, load_schema
 from tests.protocol.conftest import DATA
@@ -148,3 +150,32 @@ def test_raw_frames_agree_with_construct(crc_schema: Schema, cmd: int, payload: 
     else:  # a known cmd with a payload of the wrong size
         assert event.kind == "payload_mismatch"
         assert len(payload) != crc_schema.messages[cmd].size
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=8,
+)
+"""Whatever a client can send as a field's value in JSON."""
+
+
+@pytest.mark.parametrize(("catalog", "message"), MESSAGES, ids=MESSAGE_IDS)
+@settings(max_examples=60)
+@given(data=st.data())
+def test_any_json_field_value_encodes_or_is_an_encode_error(
+    every_field_schema: Schema,
+    default_schema: Schema,
+    catalog: str,
+    message: MessageSpec,
+    data: st.DataObject,
+) -> None:
+    """A command's fields come from clients: a bad value is an EncodeError, never a crash."""
+    encoder = FrameEncoder(schema_for(catalog, every_field_schema, default_schema))
+    fields = {spec.name: data.draw(JSON_VALUES, label=spec.name) for spec in message.fields}
+    with contextlib.suppress(EncodeError):  # anything else fails the test
+        encoder.encode(message.name, fields)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import resource
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from gateway.runtime.envelope import Envelope
 from gateway.runtime.journal import Journal, Published
 from gateway.runtime.metrics import GatewayMetrics
 from gateway.runtime.status import DeviceStatus
+from protocol.errors import ConfigError
 from protocol.events import Frame
 from tests.fwsim.helpers import simulator
 from tests.gateway.test_gateway import ENVELOPE_KEYS, FAST, GUARD, gateway
@@ -201,3 +203,48 @@ path = "out/envelopes.jsonl"
     statuses = [(r["online"], r["reason"]) for r in records if r["type"] == "status"]
     assert statuses[0] == (True, "connected")
     assert statuses[-1][0] is False
+
+
+def test_a_disk_that_refuses_mid_line_leaves_whole_lines(tmp_path: Path) -> None:
+    """A file size limit (RLIMIT_FSIZE: EFBIG) cuts a write short: the part of a line it
+    wrote is undone, and only lines on disk count as written."""
+    path = tmp_path / "envelopes.jsonl"
+    output = JsonLinesFile(FileConfig(path=str(path)), GatewayMetrics())
+    messages = published(Journal(history=0), 100, padding=100)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+    async def main() -> None:
+        await output.start()
+        for index, message in enumerate(messages):
+            output.deliver(message)
+            if index % 10 == 9:
+                await asyncio.sleep(0.01)  # several batches, one of them cut short
+        await output.close(asyncio.get_running_loop().time() + 10)
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, limits[1]))
+    try:
+        asyncio.run(main())
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+    data = path.read_bytes()
+    assert len(data) <= 10_000
+    assert data.endswith(b"\n")
+    written = lines(path)
+    health = output.health()
+    assert health["lines"] == len(written)
+    assert health["lines"] + health["dropped"] == 100
+    assert health["last_error"] == "file too large"
+    assert [record["seq"] for record in written] == list(range(1, len(written) + 1))
+
+
+def test_a_file_that_cannot_be_opened_stops_the_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("", encoding="utf-8")
+    output = JsonLinesFile(
+        FileConfig(path=str(blocker / "envelopes.jsonl")), GatewayMetrics(), source="gw.toml"
+    )
+    with pytest.raises(ConfigError) as caught:
+        asyncio.run(output.start())
+    assert str(caught.value).startswith(
+        f"gw.toml: file.path: cannot open {blocker / 'envelopes.jsonl'}: "
+    )
