@@ -135,7 +135,6 @@ class TgwMode(Mode):
         output = build(
             OutputContext(
                 config=config,
-                config_path=None,
                 metrics=self.metrics,
                 journal=self.journal,
                 http=HttpEndpoints(health=lambda: (200, {"status": "ok"}), metrics=self.metrics),

@@ -256,8 +256,8 @@ class GatewayConfig(ConfigDocument):
 def load_config(path: str | Path) -> GatewayConfig:
     """Read and validate a gateway configuration file; raise ConfigError naming the problem.
 
-    Relative paths in it (profiles, catalogs, the capture directory, the output file)
-    are relative to the file's folder, not to the current directory.
+    Relative paths in it (profiles, catalogs, replayed dumps, the capture directory, the
+    output file) are relative to the file's folder, not to the current directory.
     """
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -284,7 +284,11 @@ def _anchor_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     if isinstance(sources, list):
         data["sources"] = [
             {
-                key: anchored(value, reference=True) if key in ("profile", "catalog") else value
+                key: anchored(value, reference=True)
+                if key in ("profile", "catalog")
+                else [anchored(path) for path in value]
+                if key == "paths" and isinstance(value, list)
+                else value
                 for key, value in source.items()
             }
             if isinstance(source, dict)

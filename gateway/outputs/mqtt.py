@@ -74,7 +74,7 @@ def build(context: OutputContext) -> MqttPublisher | None:
     config = context.config
     if not config.mqtt.enabled:
         return None
-    where = context.config_path if context.config_path is not None else config.source
+    where = config.source
     for index, source in enumerate(config.sources):
         if source.device == GATEWAY:
             raise ConfigError(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from gateway import __version__
@@ -70,7 +69,6 @@ class Gateway:
         self.http = HttpEndpoints(health=self.health, metrics=self.metrics)
         context = OutputContext(
             config=config,
-            config_path=Path(config.source) if config.source != "<memory>" else None,
             metrics=self.metrics,
             journal=self.journal,
             http=self.http,
@@ -140,9 +138,10 @@ class Gateway:
             ]
             raise CommandError(f"{message!r} is not a command of {device} (commands: {commands})")
         sequence = None
-        if encoder.schema.profile.field(HeaderRole.SEQUENCE) is not None:
+        sequence_field = encoder.schema.profile.field(HeaderRole.SEQUENCE)
+        if sequence_field is not None:
             sequence = self._command_sequence.get(device, 0)
-            self._command_sequence[device] = (sequence + 1) % 256
+            self._command_sequence[device] = (sequence + 1) % (1 << (8 * sequence_field.width))
         try:
             frame = encoder.encode(
                 message, fields, header=None if sequence is None else {"sequence": sequence}
@@ -215,6 +214,11 @@ class Gateway:
                 for output in self.outputs
             ]
             self.started.set()
+            if not self.outputs:
+                logger.warning(
+                    "no output is on: decoded messages go nowhere but /metrics "
+                    "(see [websocket], [mqtt] and [file] in configs/gateway/serial.toml)"
+                )
             logger.info(
                 "gateway running: %d source(s); outputs: %s",
                 len(self.sources),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.config import GatewayConfig
@@ -83,8 +82,6 @@ class OutputContext:
     """What a factory may build an output from, besides the configuration."""
 
     config: GatewayConfig
-    config_path: Path | None
-    """The configuration file, for errors that name it (None: built in code)."""
     metrics: GatewayMetrics
     journal: Journal
     """Numbers and history: what a resuming client asks for."""

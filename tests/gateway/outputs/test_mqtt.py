@@ -553,9 +553,11 @@ def context(
 ) -> OutputContext:
     metrics = GatewayMetrics()
     sources = tuple(TcpSourceConfig(device=device, host="h", port=1) for device in devices)
+    config = GatewayConfig(sources=sources, mqtt=MqttConfig(enabled=enabled))
+    if path is not None:
+        config.with_source(str(path))
     return OutputContext(
-        config=GatewayConfig(sources=sources, mqtt=MqttConfig(enabled=enabled)),
-        config_path=path,
+        config=config,
         metrics=metrics,
         journal=Journal(history=0),
         http=HttpEndpoints(health=lambda: (200, {}), metrics=metrics),

@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.version import version as websockets_version
 
+from gateway.outputs.websocket import internals
 from gateway.outputs.websocket.internals import DirectWriter, missing
 
 GUARD = 10.0
@@ -94,6 +95,8 @@ def test_write_now_refuses_once_the_socket_is_backed_up() -> None:
 def test_without_the_internals_the_writer_falls_back_to_send(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    internals._report.cache_clear()  # "said once" per process: start this test afresh
+
     async def main() -> None:
         async with connected() as (connection, client):
             del connection.paused  # as if a release had renamed it
