@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
 from gateway.config import FileConfig
 from gateway.runtime.journal import Published
@@ -83,15 +83,9 @@ class JsonLinesFile:
         """Lines dropped since the buffer last had room: logged once per episode."""
         self._last_error: str | None = None
         self._error_logged = -ERROR_LOG_SECONDS
-        self._lines = Counter(
-            "tgw_file_lines", "Lines written by the file output", registry=metrics.registry
-        )
-        dropped = Counter(
-            "tgw_file_dropped",
-            "Lines the file output could not write",
-            ["reason"],
-            registry=metrics.registry,
-        )
+        file_metrics = metrics.group(FileMetrics)
+        self._lines = file_metrics.lines
+        dropped = file_metrics.dropped
         self._dropped_full = dropped.labels("buffer full")
         self._dropped_error = dropped.labels("write failed")
 
@@ -284,6 +278,21 @@ class JsonLinesFile:
             logger.warning(
                 "file output: cannot write %s (%s): %d lines lost", self.path, reason, lines
             )
+
+
+class FileMetrics:
+    """Lines written and dropped: made once per gateway by ``GatewayMetrics.group``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.lines = Counter(
+            "tgw_file_lines", "Lines written by the file output", registry=registry
+        )
+        self.dropped = Counter(
+            "tgw_file_dropped",
+            "Lines the file output could not write",
+            ["reason"],
+            registry=registry,
+        )
 
 
 def _write_all(file: io.FileIO | None, data: bytes) -> None:

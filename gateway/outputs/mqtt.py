@@ -21,6 +21,7 @@ from typing import Any
 import aiomqtt
 from aiomqtt.exceptions import MqttCodeError, MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway.config import MqttConfig
 from gateway.outputs.outbox import MemoryOutbox, OutboundMessage, Outbox
@@ -95,6 +96,36 @@ def build(context: OutputContext) -> MqttPublisher | None:
     return MqttPublisher(config.mqtt, context.metrics)
 
 
+class MqttMetrics:
+    """Connection, queue depth, messages published, failed and dropped, reconnects: made
+    once per gateway by ``GatewayMetrics.group``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.mqtt_connected = Gauge(
+            "tgw_mqtt_connected", "1 while connected to the MQTT broker", registry=registry
+        )
+        self.mqtt_queue_depth = Gauge(
+            "tgw_mqtt_queue_depth", "Messages waiting for the MQTT broker", registry=registry
+        )
+        self.mqtt_published = Counter(
+            "tgw_mqtt_published", "Messages published to MQTT", registry=registry
+        )
+        self.mqtt_publish_failures = Counter(
+            "tgw_mqtt_publish_failures", "MQTT publishes that failed", registry=registry
+        )
+        self.mqtt_dropped = Counter(
+            "tgw_mqtt_dropped",
+            "Messages dropped before reaching MQTT",
+            ["reason"],
+            registry=registry,
+        )
+        self.mqtt_reconnects = Counter(
+            "tgw_mqtt_reconnects",
+            "MQTT connection attempts after a failure or loss",
+            registry=registry,
+        )
+
+
 class MqttPublisher:
     """Publishes envelopes and statuses to the broker of ``config``, reconnecting forever.
 
@@ -109,7 +140,7 @@ class MqttPublisher:
         self, config: MqttConfig, metrics: GatewayMetrics, *, outbox: Outbox | None = None
     ) -> None:
         self._config = config
-        self._metrics = metrics
+        self._metrics = metrics.group(MqttMetrics)
         self._outbox: Outbox = outbox if outbox is not None else MemoryOutbox(config.queue_size)
         self._broker = f"{config.host}:{config.port}"
         self._reconnect = Reconnect(
@@ -118,7 +149,7 @@ class MqttPublisher:
             maximum=config.reconnect_max,
             logger=_log,
             wording=_OUTAGE,
-            counter=metrics.mqtt_reconnects,
+            counter=self._metrics.mqtt_reconnects,
         )
         self._statuses: dict[str, bool] = {}
         self._unsent: dict[str, None] = {}
@@ -136,8 +167,8 @@ class MqttPublisher:
         self._published = 0
         self._dropped = 0
         self._burst = 0
-        metrics.mqtt_connected.set(0)
-        metrics.mqtt_queue_depth.set(len(self._outbox))
+        self._metrics.mqtt_connected.set(0)
+        self._metrics.mqtt_queue_depth.set(len(self._outbox))
 
     # -- topics ------------------------------------------------------------------------
 

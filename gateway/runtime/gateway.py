@@ -124,7 +124,20 @@ class Gateway:
     # The WebSocket server's command sink.
 
     async def send_command(self, device: str, message: str, fields: dict[str, Any]) -> None:
-        """Encode ``message`` for ``device`` and write it; raise CommandError saying why not."""
+        """Encode ``message`` for ``device`` and write it; raise CommandError saying why not.
+
+        Counted in ``tgw_commands{device, result}``; a failure for a device that is not a
+        source counts under ``device="unknown"``, so clients cannot make up labels.
+        """
+        label = device if device in self.sources else "unknown"
+        try:
+            await self._send_command(device, message, fields)
+        except GatewayError:
+            self.metrics.commands.labels(device=label, result="failed").inc()
+            raise
+        self.metrics.commands.labels(device=device, result="sent").inc()
+
+    async def _send_command(self, device: str, message: str, fields: dict[str, Any]) -> None:
         source = self.sources.get(device)
         if source is None:
             raise CommandError(f"no device {device!r} (devices: {', '.join(self.sources)})")

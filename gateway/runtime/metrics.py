@@ -2,14 +2,20 @@
 
 Each :class:`GatewayMetrics` has its own registry, so several gateways (in tests) do
 not share counters. Every part of the runtime gets the instance and updates the
-metrics named here; an output defines its own on :attr:`GatewayMetrics.registry`.
+metrics named here; an output defines its own group with :meth:`GatewayMetrics.group`,
+so that a gateway without MQTT exports no MQTT metric.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 __all__ = ["CONTENT_TYPE", "GatewayMetrics"]
+
+Group = TypeVar("Group")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -19,6 +25,7 @@ class GatewayMetrics:
 
     def __init__(self) -> None:
         registry = self.registry = CollectorRegistry()
+        self._groups: dict[Callable[[CollectorRegistry], Any], Any] = {}
         self.frames = Counter(
             "tgw_frames", "Frames decoded", ["device", "message"], registry=registry
         )
@@ -44,59 +51,9 @@ class GatewayMetrics:
             ["device"],
             registry=registry,
         )
-        self.websocket_clients = Gauge(
-            "tgw_websocket_clients", "Connected WebSocket clients", registry=registry
-        )
-        self.websocket_sent = Counter(
-            "tgw_websocket_messages_sent",
-            "Messages queued to WebSocket clients",
-            registry=registry,
-        )
-        self.websocket_dropped = Counter(
-            "tgw_websocket_messages_dropped",
-            "Messages not delivered to a WebSocket client",
-            ["reason"],
-            registry=registry,
-        )
-        self.websocket_disconnects = Counter(
-            "tgw_websocket_disconnects",
-            "WebSocket clients closed by the gateway",
-            ["reason"],
-            registry=registry,
-        )
-        self.client_errors = Counter(
-            "tgw_websocket_client_errors",
-            "Bad requests from WebSocket clients",
-            ["code"],
-            registry=registry,
-        )
         self.commands = Counter(
             "tgw_commands", "Commands sent to devices", ["device", "result"], registry=registry
         )
-        self.mqtt_connected = Gauge(
-            "tgw_mqtt_connected", "1 while connected to the MQTT broker", registry=registry
-        )
-        self.mqtt_queue_depth = Gauge(
-            "tgw_mqtt_queue_depth", "Messages waiting for the MQTT broker", registry=registry
-        )
-        self.mqtt_published = Counter(
-            "tgw_mqtt_published", "Messages published to MQTT", registry=registry
-        )
-        self.mqtt_publish_failures = Counter(
-            "tgw_mqtt_publish_failures", "MQTT publishes that failed", registry=registry
-        )
-        self.mqtt_dropped = Counter(
-            "tgw_mqtt_dropped",
-            "Messages dropped before reaching MQTT",
-            ["reason"],
-            registry=registry,
-        )
-        self.mqtt_reconnects = Counter(
-            "tgw_mqtt_reconnects",
-            "MQTT connection attempts after a failure or loss",
-            registry=registry,
-        )
-
         self.capture_bytes = Counter(
             "tgw_capture_bytes", "Bytes written to capture files", ["device"], registry=registry
         )
@@ -118,6 +75,14 @@ class GatewayMetrics:
         self.capture_files = Counter(
             "tgw_capture_files", "Capture files opened", ["device"], registry=registry
         )
+
+    def group(self, kind: Callable[[CollectorRegistry], Group]) -> Group:
+        """The metrics an output defines, made on this registry the first time it asks:
+        ``kind(registry)``. Its metrics exist only while the output does."""
+        group = self._groups.get(kind)
+        if group is None:
+            group = self._groups[kind] = kind(self.registry)
+        return cast(Group, group)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -111,10 +111,13 @@ def test_mqtt_is_off_unless_configured() -> None:
     source = TcpSourceConfig(device="a", host="127.0.0.1", port=1)
     without = Gateway(GatewayConfig(sources=(source,)), OUTPUTS)
     assert "mqtt" not in [output.name for output in without.outputs]
+    assert b"tgw_mqtt_" not in without.metrics.render()  # no alert on a broker never asked for
     config = GatewayConfig.model_validate(
         {"sources": [source.model_dump()], "mqtt": {"enabled": True}}
     )
-    assert "mqtt" in [output.name for output in Gateway(config, OUTPUTS).outputs]
+    with_mqtt = Gateway(config, OUTPUTS)
+    assert "mqtt" in [output.name for output in with_mqtt.outputs]
+    assert b"tgw_mqtt_connected 0.0" in with_mqtt.metrics.render()
 
 
 def test_a_capture_of_a_device_never_seen_leaves_nothing(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from typing import Literal
 import orjson
 
 from gateway.outputs.websocket.client_protocol import dropped_notice
+from gateway.outputs.websocket.metrics import WebSocketMetrics
 from gateway.runtime.journal import Published
 from gateway.runtime.metrics import GatewayMetrics
 from gateway.runtime.status import DeviceStatus
@@ -249,7 +250,7 @@ class Hub:
     """
 
     def __init__(self, *, metrics: GatewayMetrics) -> None:
-        self._metrics = metrics
+        self._metrics = metrics.group(WebSocketMetrics)
         self._subscribers: set[Subscriber] = set()
         self._routes: dict[str, tuple[Subscriber, ...]] = {}
         self._dropped = 0

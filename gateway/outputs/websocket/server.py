@@ -40,6 +40,7 @@ from gateway.outputs.websocket.client_protocol import (
 )
 from gateway.outputs.websocket.hub import Hub, Subscriber
 from gateway.outputs.websocket.internals import DirectWriter
+from gateway.outputs.websocket.metrics import WebSocketMetrics
 from gateway.outputs.websocket.ratelimit import TokenBucket
 from gateway.runtime.http import Connections, HttpEndpoints, close_server, listen_error, response
 from gateway.runtime.journal import Journal
@@ -119,7 +120,7 @@ class WebSocketServer:
         self._config = config
         self._hub = hub
         self._journal = journal
-        self._metrics = metrics
+        self._metrics = metrics.group(WebSocketMetrics)
         self._hello = hello
         self._http = http
         self._commands = commands
@@ -127,8 +128,6 @@ class WebSocketServer:
         self._server: Server | None = None
         self._connections = Connections()
         self._clients: set[_Client] = set()
-        self._commanded: set[str] = set()
-        """Devices that accepted a command: the only device labels failures may use."""
 
     async def start(self) -> None:
         """Bind and start accepting connections (see :attr:`port` when the port is 0).
@@ -346,14 +345,10 @@ class WebSocketServer:
         try:
             await self._commands.send_command(device, message, dict(request.fields))
         except GatewayError as exc:
-            label = device if device in self._commanded else "unknown"
-            self._metrics.commands.labels(device=label, result="failed").inc()
             logger.info("command %s to %s from %s failed: %s", message, device, client.peer, exc)
             async with client.lock:
                 await self._write_error(client, command_failed(request, str(exc)))
             return
-        self._commanded.add(device)
-        self._metrics.commands.labels(device=device, result="sent").inc()
         logger.info("command %s sent to %s for %s", message, device, client.peer)
         async with client.lock:
             await self._write(client, command_sent_reply(request))

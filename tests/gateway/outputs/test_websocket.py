@@ -629,8 +629,6 @@ def test_a_command_token_can_send_commands() -> None:
             error = await request(websocket, {"type": "command", "message": "ping"})
             assert error["code"] == "bad_request"
             assert error["message"] == "missing key 'device'"
-            assert gateway.sample("tgw_commands_total", device="node-1", result="sent") == 1
-            assert gateway.sample("tgw_commands_total", device="unknown", result="failed") == 1
             await subscribe(websocket, "#")
             await websocket.close()
 

@@ -68,7 +68,7 @@ def test_with_websocket_off_healthz_and_metrics_answer_on_the_http_port() -> Non
     async def main() -> None:
         config = GatewayConfig(websocket=WebSocketConfig(enabled=False, port=0))
         metrics = GatewayMetrics()
-        metrics.websocket_clients.set(0)
+        metrics.commands.labels(device="node-1", result="sent").inc()
         server = standalone_http_server(config, endpoints(metrics))
         assert server is not None
         await server.start()
@@ -78,7 +78,8 @@ def test_with_websocket_off_healthz_and_metrics_answer_on_the_http_port() -> Non
             assert orjson.loads(body) == {"status": "ok"}
             status, headers, body = await get(server.port, "/metrics")
             assert (status, headers["content-type"]) == (200, CONTENT_TYPE)
-            assert "tgw_websocket_clients 0.0" in body.decode().splitlines()
+            sample = 'tgw_commands_total{device="node-1",result="sent"} 1.0'
+            assert sample in body.decode().splitlines()
             status, _, body = await get(server.port, "/nothing")
             assert status == 404
             assert "/nothing" in body.decode()
