@@ -46,10 +46,6 @@ MAX_FILTERS = 100
 DROPPED_REASON = "slow_subscriber"
 
 
-def _nothing() -> None:
-    pass
-
-
 class Subscriber:
     """One consumer of the hub: its filters, a bounded buffer, and what it has lost.
 
@@ -60,6 +56,9 @@ class Subscriber:
 
     Each buffered item is ``(seq, payload)``; ``seq`` is 0 for what is not a numbered
     message (statuses and dropped notices).
+
+    ``on_filters_changed()`` is called whenever the filters change: the hub's
+    :meth:`Hub.forget_routes`, for a subscriber registered while its filters change.
 
     ``write_now(seq, payload)``, when given, writes to the connection at once if it can
     and says so: the subscriber then skips the buffer (and the sender's wake-up) while
@@ -75,6 +74,7 @@ class Subscriber:
         name: str = "subscriber",
         max_filters: int = MAX_FILTERS,
         write_now: Callable[[int, bytes], bool] | None = None,
+        on_filters_changed: Callable[[], None] = lambda: None,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue size {queue_size}, expected at least 1")
@@ -89,8 +89,7 @@ class Subscriber:
         self._dropped = 0
         self._pending_dropped = 0
         self._behind = 0
-        self.on_filters_changed: Callable[[], None] = _nothing
-        """Set by the hub: called when the filters change, so that it re-routes topics."""
+        self._on_filters_changed = on_filters_changed
         self._write_now = write_now
 
     # Filters.
@@ -108,13 +107,13 @@ class Subscriber:
             raise ValueError(f"{total} filters, expected at most {self.max_filters}")
         for pattern, topic_filter in added.items():
             self._filters.setdefault(pattern, topic_filter)
-        self.on_filters_changed()
+        self._on_filters_changed()
 
     def unsubscribe(self, filters: Iterable[str]) -> None:
         """Remove ``filters``; those not held are ignored."""
         for pattern in filters:
             self._filters.pop(pattern, None)
-        self.on_filters_changed()
+        self._on_filters_changed()
 
     def matches(self, topic: str) -> bool:
         """True if one of the filters matches ``topic``."""
@@ -268,13 +267,16 @@ class Hub:
     def add(self, subscriber: Subscriber) -> None:
         """Register ``subscriber``: from now on it is offered what matches its filters."""
         self._subscribers.add(subscriber)
-        subscriber.on_filters_changed = self._routes.clear
         self._routes.clear()
 
     def remove(self, subscriber: Subscriber) -> None:
         """Unregister ``subscriber`` (if it is registered)."""
         self._subscribers.discard(subscriber)
-        subscriber.on_filters_changed = _nothing
+        self._routes.clear()
+
+    def forget_routes(self) -> None:
+        """A subscriber's filters changed: work the routes out again. A subscriber whose
+        filters change while it is registered is made with this as ``on_filters_changed``."""
         self._routes.clear()
 
     def _route(self, topic: str) -> tuple[Subscriber, ...]:

@@ -70,6 +70,7 @@ class _Client:
         name: str,
         *,
         config: WebSocketConfig,
+        on_filters_changed: Callable[[], None],
     ) -> None:
         self.connection = connection
         self.peer = peer
@@ -85,6 +86,7 @@ class _Client:
             policy=config.slow_policy,
             name=name,
             write_now=self._write_now,
+            on_filters_changed=on_filters_changed,
         )
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -230,7 +232,14 @@ class WebSocketServer:
             bucket=TokenBucket(rate=config.command_rate, burst=config.command_burst),
             command_tokens_configured=bool(config.command_tokens),
         )
-        client = _Client(connection, peer, protocol, f"websocket {peer}", config=config)
+        client = _Client(
+            connection,
+            peer,
+            protocol,
+            f"websocket {peer}",
+            config=config,
+            on_filters_changed=self._hub.forget_routes,
+        )
         self._hub.add(client.subscriber)
         self._clients.add(client)
         self._metrics.websocket_clients.inc()

@@ -80,8 +80,15 @@ def status(device: str, online: bool, reason: str) -> DeviceStatus:
     return DeviceStatus(device, online, reason, 1764063422.5)
 
 
-def subscriber(*filters: str, queue_size: int = 100, policy: Any = "drop") -> Subscriber:
-    result = Subscriber(queue_size=queue_size, policy=policy, name="test")
+def subscriber(
+    *filters: str, queue_size: int = 100, policy: Any = "drop", hub: Hub | None = None
+) -> Subscriber:
+    result = Subscriber(
+        queue_size=queue_size,
+        policy=policy,
+        name="test",
+        on_filters_changed=hub.forget_routes if hub is not None else lambda: None,
+    )
     result.subscribe(filters)
     return result
 
@@ -105,7 +112,7 @@ def test_one_serialisation_shared_by_every_subscriber(metrics: GatewayMetrics, m
 def test_filters_are_honoured(metrics: GatewayMetrics, make: Make) -> None:
     relay = Relay(metrics)
     node1 = subscriber("node-1/+")
-    power = subscriber("+/power")
+    power = subscriber("+/power", hub=relay.hub)  # its filters change while registered
     nothing = subscriber()
     for each in (node1, power, nothing):
         relay.hub.add(each)
