@@ -214,7 +214,7 @@ async def _replay(gateway: Gateway, *, keep_serving: bool) -> None:
                     await asyncio.wait(waiting, timeout=PROGRESS_SECONDS)
                     bar.update(
                         sum(source.consumed for source in replays),
-                        sum(source.state()["decoder"]["frames"] for source in replays),
+                        sum(source.statistics().frames for source in replays),
                     )
             finally:
                 for task in waiting:

@@ -33,6 +33,7 @@ from gateway.runtime.session import END_OF_REPLAY, STOPPED, DeviceSession
 from gateway.runtime.sources import DeviceUnavailable, SourceSink, emit
 from protocol.capture import CaptureRecord, RecordKind
 from protocol.errors import GatewayError
+from protocol.events import DecoderStatistics
 from protocol.schema import Schema
 
 __all__ = ["ReplaySource"]
@@ -100,6 +101,10 @@ class ReplaySource:
         """Bytes of the dumps read so far, for progress bars."""
         current = self._current.consumed if self._current is not None else 0
         return self._consumed_before + current
+
+    def statistics(self) -> DecoderStatistics:
+        """The decoder's counts so far."""
+        return self._session.statistics()
 
     def state(self) -> dict[str, Any]:
         """The replay as ``/healthz`` shows it: as a live source, with the bytes read so far

@@ -37,6 +37,7 @@ from gateway.runtime.reconnect import Reconnect, Wording
 from gateway.runtime.session import STOPPED, DeviceSession, SessionEvent
 from gateway.runtime.status import DeviceStatus
 from protocol.errors import GatewayError, os_error_reason
+from protocol.events import DecoderStatistics
 from protocol.schema import Schema
 
 __all__ = [
@@ -119,6 +120,9 @@ class Source(Protocol):
 
     def state(self) -> dict[str, Any]:
         """The source as ``/healthz`` shows it."""
+
+    def statistics(self) -> DecoderStatistics:
+        """The decoder's counts so far."""
 
 
 class DeviceUnavailable(GatewayError):  # noqa: N818 - a state, like fwsim's LinkDown
@@ -337,6 +341,10 @@ class LinkSource:
                 f"device {self.device}: writing {len(data)} bytes to {self.where} failed "
                 f"({os_error_reason(exc)})"
             ) from exc
+
+    def statistics(self) -> DecoderStatistics:
+        """The decoder's counts so far."""
+        return self._session.statistics()
 
     def state(self) -> dict[str, Any]:
         """The source as ``/healthz`` shows it: link, liveness and decoder statistics."""
