@@ -1,5 +1,5 @@
-"""The gateway's runtime: sources, dispatch, relays and the ``tgw`` command line."""
+"""The gateway: its runtime, outputs, the ``tgw`` command line and its CI tools.
 
-from protocol.version import __version__
-
-__all__ = ["__version__"]
+Nothing is imported here, so that ``tgw`` starts with nothing heavy loaded (see
+:mod:`gateway.launcher`); the version is :data:`protocol.version.__version__`.
+"""

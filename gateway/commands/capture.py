@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gateway import __version__
 from gateway.commands.options import add_baud_option
 from gateway.ports import open_device, read_some
 from protocol.arguments import add_schema_options
@@ -17,6 +16,7 @@ from protocol.capture import EXTENSION, CaptureHeader, RecordKind, file_header, 
 from protocol.decoder import StreamDecoder
 from protocol.errors import GatewayError, os_error_reason
 from protocol.schema import load_schema
+from protocol.version import __version__
 
 __all__ = ["add_capture_command"]
 

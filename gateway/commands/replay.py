@@ -84,8 +84,8 @@ def add_replay_command(commands: Any) -> None:
         "--config",
         type=Path,
         metavar="FILE",
-        help="a gateway TOML file whose websocket, mqtt and logging sections to use (its "
-        "sources are not read)",
+        help="a gateway TOML file whose outputs (websocket, http, mqtt, file) and logging "
+        "to use (its sources and capture are not read)",
     )
     add_port_option(parser, default=None, what="default: the config's, else 8765")
     add_mqtt_option(

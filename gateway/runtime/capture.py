@@ -33,11 +33,11 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from gateway import __version__
 from gateway.config import CaptureConfig
 from gateway.runtime.metrics import GatewayMetrics
 from protocol.capture import EXTENSION, CaptureHeader, RecordKind, file_header, record
 from protocol.errors import os_error_reason
+from protocol.version import __version__
 
 __all__ = ["CaptureWriter"]
 

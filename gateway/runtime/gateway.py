@@ -14,7 +14,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from gateway import __version__
 from gateway.config import GatewayConfig, ReplaySourceConfig, SourceConfig
 from gateway.runtime.capture import CaptureWriter
 from gateway.runtime.envelope import Envelope
@@ -32,6 +31,7 @@ from protocol.encoder import FrameEncoder
 from protocol.errors import ConfigError, EncodeError, GatewayError
 from protocol.profile import HeaderRole
 from protocol.schema import Schema, compile_schema
+from protocol.version import __version__
 
 __all__ = ["CommandError", "Gateway"]
 
