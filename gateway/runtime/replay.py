@@ -29,7 +29,7 @@ from typing import Any
 from gateway.config import ReplaySourceConfig
 from gateway.dumps import Dump, open_dump
 from gateway.runtime.metrics import GatewayMetrics
-from gateway.runtime.session import END_OF_REPLAY, STOPPED, DeviceSession
+from gateway.runtime.session import END_OF_REPLAY, STOPPED, DeviceSession, LinkState
 from gateway.runtime.sources import DeviceUnavailable, SourceSink, emit
 from protocol.capture import CaptureRecord, RecordKind
 from protocol.errors import GatewayError
@@ -109,18 +109,9 @@ class ReplaySource:
     def state(self) -> dict[str, Any]:
         """The replay as ``/healthz`` shows it: as a live source, with the bytes read so far
         and whether it finished."""
-        session = self._session.record()
+        link = LinkState(kind=self.kind, where=self.where, connected=False)
         return {
-            "device": self.device,
-            "kind": self.kind,
-            "where": self.where,
-            "connected": False,
-            "online": session["online"],
-            "last_frame": session["last_frame"],
-            "reconnects": 0,
-            "last_error": None,
-            "decoder": session["decoder"],
-            "capture": None,
+            **self._session.record(link),
             "consumed": self.consumed,
             "finished": self.finished.is_set(),
         }

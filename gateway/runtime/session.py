@@ -23,6 +23,7 @@ change of state.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import prometheus_client
@@ -42,6 +43,7 @@ __all__ = [
     "RECEIVING_AGAIN",
     "STOPPED",
     "DeviceSession",
+    "LinkState",
     "SessionEvent",
 ]
 
@@ -57,6 +59,21 @@ STOPPED = "source stopped"
 """Status reason: the source was cancelled (the gateway is shutting down)."""
 END_OF_REPLAY = "end of replay"
 """Status reason: the last dump has played."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    """What the owner of a session's link says of it in ``/healthz``."""
+
+    kind: str
+    """``serial``, ``tcp`` or ``replay``."""
+    where: str
+    connected: bool
+    reconnects: int = 0
+    last_error: str | None = None
+    capture: dict[str, Any] | None = None
+    """The capture's own state, when the link's bytes are recorded."""
+
 
 SessionEvent = Envelope | DeviceStatus
 """What a session's calls return: a decoded frame, or a change of the device's state."""
@@ -119,12 +136,19 @@ class DeviceSession:
         """The decoder's counts so far."""
         return self._decoder.statistics()
 
-    def record(self) -> dict[str, Any]:
-        """The session as ``/healthz`` shows it: liveness and decoder statistics."""
+    def record(self, link: LinkState) -> dict[str, Any]:
+        """The source as ``/healthz`` shows it: its link, liveness and decoder statistics."""
         return {
+            "device": self.device,
+            "kind": link.kind,
+            "where": link.where,
+            "connected": link.connected,
             "online": self._online,
             "last_frame": self.last_frame,
+            "reconnects": link.reconnects,
+            "last_error": link.last_error,
             "decoder": statistics_record(self._decoder.statistics()),
+            "capture": link.capture,
         }
 
     # What the link's owner tells the session.

@@ -34,7 +34,7 @@ from gateway.runtime.capture import CaptureWriter
 from gateway.runtime.envelope import Envelope
 from gateway.runtime.metrics import GatewayMetrics
 from gateway.runtime.reconnect import Reconnect, Wording
-from gateway.runtime.session import STOPPED, DeviceSession, SessionEvent
+from gateway.runtime.session import STOPPED, DeviceSession, LinkState, SessionEvent
 from gateway.runtime.status import DeviceStatus
 from protocol.errors import GatewayError, os_error_reason
 from protocol.events import DecoderStatistics
@@ -348,19 +348,17 @@ class LinkSource:
 
     def state(self) -> dict[str, Any]:
         """The source as ``/healthz`` shows it: link, liveness and decoder statistics."""
-        session = self._session.record()
-        return {
-            "device": self.device,
-            "kind": self.kind,
-            "where": self.where,
-            "connected": self.connected,
-            "online": session["online"],
-            "last_frame": session["last_frame"],
-            "reconnects": self._reconnect.reconnects,
-            "last_error": self._reconnect.last_error,
-            "decoder": session["decoder"],
-            "capture": self.capture.state() if self.capture is not None else None,
-        }
+        capture = self.capture.state() if self.capture is not None else None
+        return self._session.record(
+            LinkState(
+                kind=self.kind,
+                where=self.where,
+                connected=self.connected,
+                reconnects=self._reconnect.reconnects,
+                last_error=self._reconnect.last_error,
+                capture=capture,
+            )
+        )
 
     def _connected(self, writer: asyncio.StreamWriter) -> None:
         self._writer = writer

@@ -16,7 +16,13 @@ import pytest
 
 from gateway.runtime.envelope import Envelope
 from gateway.runtime.metrics import GatewayMetrics
-from gateway.runtime.session import END_OF_REPLAY, STOPPED, DeviceSession, SessionEvent
+from gateway.runtime.session import (
+    END_OF_REPLAY,
+    STOPPED,
+    DeviceSession,
+    LinkState,
+    SessionEvent,
+)
 from gateway.runtime.status import DeviceStatus
 from protocol.schema import Schema
 
@@ -240,7 +246,9 @@ def test_metrics_count_what_the_session_saw(default_schema: Schema) -> None:
     assert sample("tgw_bytes_skipped_total") == statistics.bytes_skipped > 0
     for kind, count in statistics.errors.items():
         assert sample("tgw_decode_errors_total", kind=kind.value) == count
-    assert session.record()["decoder"]["frames"] == 3
+    record = session.record(LinkState(kind="tcp", where="h:1", connected=True, reconnects=2))
+    assert record["decoder"]["frames"] == 3
+    assert (record["device"], record["where"], record["reconnects"]) == (session.device, "h:1", 2)
 
 
 def test_states_are_logged_once_per_change(
