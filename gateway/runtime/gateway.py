@@ -214,10 +214,7 @@ class Gateway:
         disk, the broker and the clients do. A source that fails (a damaged capture in a
         replay) shuts the gateway down the same way, and its error then propagates.
         """
-        for output in self.outputs:
-            await output.start()
-        if self._http_server is not None:
-            await self._http_server.start()
+        await self._start()
         captures = [source.capture for source in self.sources.values() if source.capture]
         for capture in captures:
             capture.start()
@@ -244,6 +241,21 @@ class Gateway:
                 for runner in runners:
                     runner.cancel()
         logger.info("gateway stopped")
+
+    async def _start(self) -> None:
+        """Start every output and the HTTP server; if one cannot start, close those that did
+        (its error, a port taken or a file that cannot be opened, then propagates)."""
+        started: list[Output] = []
+        try:
+            for output in self.outputs:
+                await output.start()
+                started.append(output)
+            if self._http_server is not None:
+                await self._http_server.start()
+        except BaseException:
+            deadline = asyncio.get_running_loop().time() + self.config.shutdown_timeout
+            await asyncio.gather(*(output.close(deadline) for output in started))
+            raise
 
     async def _read_until(self, stop: asyncio.Event) -> None:
         """Run the sources until ``stop`` is set; raise what a failing source raised."""

@@ -15,7 +15,9 @@ import orjson
 import pytest
 
 from gateway.config import GatewayConfig, HttpConfig, WebSocketConfig
+from gateway.outputs.registry import OUTPUTS
 from gateway.outputs.websocket import WebSocketOutput, build
+from gateway.runtime.gateway import Gateway
 from gateway.runtime.http import (
     HttpEndpoints,
     ListenError,
@@ -196,3 +198,26 @@ def test_close_returns_by_its_deadline_with_a_request_never_finished() -> None:
 class NoCommands:
     async def send_command(self, device: str, message: str, fields: dict[str, Any]) -> None:
         raise GatewayError("no devices")
+
+
+def test_an_http_port_taken_closes_the_outputs_already_started() -> None:
+    """The WebSocket output starts, then the HTTP server cannot listen: the gateway stops
+    with the error and leaves no port open behind it."""
+
+    async def main() -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            config = GatewayConfig(
+                websocket=WebSocketConfig(port=(port := free_port())),
+                http=HttpConfig(port=taken.getsockname()[1]),
+            )
+            gateway = Gateway(config, OUTPUTS)
+            [output] = gateway.outputs
+            assert isinstance(output, WebSocketOutput)
+            with pytest.raises(GatewayError, match="choose another port with"):
+                await gateway.run(asyncio.Event())
+            with pytest.raises(ConnectionRefusedError):  # nothing listens there any more
+                await asyncio.open_connection("127.0.0.1", port)
+
+    run(main)
