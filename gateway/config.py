@@ -165,6 +165,12 @@ class MqttConfig(StrictModel):
     keepalive: Annotated[int, Field(ge=5)] = 30
     queue_size: Annotated[int, Field(ge=1)] = 100000
     """Messages held while the broker is unreachable; beyond this, the oldest are dropped."""
+    outbox: str | None = None
+    """A SQLite file where the messages held wait, surviving a restart; None: in memory."""
+    outbox_max_bytes: Annotated[int, Field(ge=4096)] = 256 * 1024 * 1024
+    """Payload bytes the outbox holds at most; beyond this, the oldest are dropped."""
+    commit_interval: Annotated[float, Field(gt=0, le=10)] = 0.05
+    """Seconds between commits of the disk outbox: what a power cut can lose at most."""
     reconnect_initial: Seconds = 0.5
     reconnect_max: Seconds = 30.0
 
@@ -295,7 +301,7 @@ def _anchor_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
             else source
             for source in sources
         ]
-    for section, key in (("capture", "directory"), ("file", "path")):
+    for section, key in (("capture", "directory"), ("file", "path"), ("mqtt", "outbox")):
         table = data.get(section)
         if isinstance(table, dict) and key in table:
             table[key] = anchored(table[key])

@@ -16,6 +16,7 @@ import os
 import re
 import socket
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -24,6 +25,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway.config import MqttConfig
+from gateway.outputs.disk_outbox import DiskOutbox
 from gateway.outputs.outbox import MemoryOutbox, OutboundMessage, Outbox
 from gateway.runtime.journal import Published
 from gateway.runtime.metrics import GatewayMetrics
@@ -93,7 +95,16 @@ def build(context: OutputContext) -> MqttPublisher | None:
                 f"topic would be the device's online status (<prefix>/{source.device}/"
                 f"{STATUS}); rename the message",
             )
-    return MqttPublisher(config.mqtt, context.metrics)
+    outbox: Outbox | None = None
+    if config.mqtt.outbox is not None:
+        outbox = DiskOutbox(
+            Path(config.mqtt.outbox),
+            capacity=config.mqtt.queue_size,
+            max_bytes=config.mqtt.outbox_max_bytes,
+            commit_interval=config.mqtt.commit_interval,
+            source=where,
+        )
+    return MqttPublisher(config.mqtt, context.metrics, outbox=outbox)
 
 
 class MqttMetrics:
@@ -268,6 +279,7 @@ class MqttPublisher:
                 _log.warning("mqtt publisher did not stop by the shutdown deadline")
         if self._outbox:
             _log.warning("mqtt closed with %d messages not published", len(self._outbox))
+        await asyncio.to_thread(self._outbox.close)
 
     # -- the connection loop -----------------------------------------------------------
 

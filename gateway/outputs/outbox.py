@@ -4,8 +4,8 @@ The publisher puts every message here and takes them out in order once the broke
 has acknowledged them (:meth:`Outbox.peek`, publish, then :meth:`Outbox.pop`), so a
 message that fails to publish stays at the head and is retried after a reconnect.
 
-:class:`Outbox` is the interface, so that a disk-backed store (surviving a restart of
-the gateway) can replace :class:`MemoryOutbox` without touching the publisher. Every
+:class:`Outbox` is the interface: :class:`MemoryOutbox` here, and
+:class:`gateway.outputs.disk_outbox.DiskOutbox`, which survives a restart of the gateway. Every
 outbox is bounded: when it is full, :meth:`Outbox.put` drops the *oldest* message and
 returns it, and the caller counts it.
 """
@@ -53,6 +53,10 @@ class Outbox(Protocol):
         """The number of messages waiting."""
         ...
 
+    def close(self) -> None:
+        """Make what is waiting last (on disk, for an outbox that keeps it); it may block."""
+        ...
+
 
 class MemoryOutbox:
     """An :class:`Outbox` in memory, lost when the process ends.
@@ -81,6 +85,9 @@ class MemoryOutbox:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def close(self) -> None:
+        """Nothing to keep: what waits is lost with the process."""
 
     def __repr__(self) -> str:
         return f"MemoryOutbox({len(self._items)}/{self.capacity} messages)"
