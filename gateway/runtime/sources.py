@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import time
 from typing import Any, Protocol
 
@@ -59,6 +60,8 @@ READ_LIMIT = 65536
 """Bytes the stream reader buffers before it stops reading the link (twice this, in fact)."""
 CONNECT_TIMEOUT = 10.0
 """Seconds to wait for a TCP connection before counting the attempt as failed."""
+PRESENCE_POLL = 0.05
+"""Seconds between looks for a serial port's path while it is absent."""
 CLOSE_TIMEOUT = 5.0
 """Seconds to wait for a closing link to say it is closed."""
 
@@ -156,6 +159,10 @@ class Link(Protocol):
     def shut(self, writer: asyncio.StreamWriter) -> None:
         """Start closing the link (it may have closed itself already)."""
 
+    def absent(self) -> bool:
+        """True while the link cannot be there at all (a serial port's path is gone): its
+        return is then watched for, rather than waited for through the backoff."""
+
 
 class SerialLink:
     """A serial port (``/dev/ttyUSB0``, ``/dev/serial/by-id/...``, a PTY)."""
@@ -193,6 +200,10 @@ class SerialLink:
         # already waited for what it sent to leave the transport.
         writer.transport.abort()
 
+    def absent(self) -> bool:
+        """True while the port's path does not exist (a USB adapter unplugged)."""
+        return not os.path.exists(self._config.path)  # a dangling symlink is absent too
+
 
 class TcpLink:
     """A TCP server that relays a serial port (ser2net and the like)."""
@@ -219,6 +230,10 @@ class TcpLink:
 
     def shut(self, writer: asyncio.StreamWriter) -> None:
         writer.close()
+
+    def absent(self) -> bool:
+        """Never: a server's return cannot be watched for, only tried."""
+        return False
 
 
 class LinkSource:
@@ -304,7 +319,7 @@ class LinkSource:
                     reader, writer = await self._link.open()
                 except (OSError, ValueError) as exc:
                     reconnect.failed(self._link.open_failed(exc))
-                    await reconnect.wait()
+                    await self._wait_to_retry()
                     continue
                 self._connected(writer)
                 problem = STOPPED
@@ -320,10 +335,29 @@ class LinkSource:
                     reconnect.lost(problem)
                 else:  # open, but not one frame: the outage goes on
                     reconnect.failed(problem)
-                await reconnect.wait()
+                await self._wait_to_retry()
         finally:
             self._running = False
             emit(self._sink, session.stopped(STOPPED, time=time.time()))
+
+    async def _wait_to_retry(self) -> None:
+        """Wait the backoff's delay; but while the link is absent (a serial port unplugged),
+        look every PRESENCE_POLL seconds, and retry as soon as it is back: bytes the
+        device sends after its return are not lost to a long backoff."""
+        if not self._link.absent():
+            await self._reconnect.wait()
+            return
+        back = asyncio.Event()
+
+        async def watch() -> None:
+            while self._link.absent():
+                await asyncio.sleep(PRESENCE_POLL)
+            back.set()
+
+        async with asyncio.TaskGroup() as tasks:
+            watcher = tasks.create_task(watch(), name=f"watch {self.where}")
+            await self._reconnect.wait(back)
+            watcher.cancel()
 
     async def write(self, data: bytes) -> None:
         """Send ``data`` (a command frame) to the device; return once the link took it.

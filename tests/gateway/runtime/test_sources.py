@@ -442,3 +442,30 @@ def test_a_server_that_hangs_up_at_once_is_an_outage_logged_once(
     assert len(retries) >= 4
     assert [r.levelno for r in retries[:1]] == [logging.WARNING]
     assert {r.levelno for r in retries[1:]} == {logging.DEBUG}
+
+
+def test_a_serial_port_that_returns_is_reopened_at_once_not_after_the_backoff(
+    tmp_path: Path, default_schema: Schema
+) -> None:
+    """Unplugged, then plugged back: the source watches for the port's path and opens it
+    as it appears, however long the backoff it drew (an hour here). Without the watch,
+    this test would wait out the hour, and its guard would fail it."""
+
+    async def scenario() -> None:
+        sink = RecordingSink()
+        where = absent_address("serial", tmp_path)
+        hour = {"reconnect_initial": 3600.0, "reconnect_max": 3600.0}
+        source, _ = make("serial", where, default_schema, sink, **hour)
+        async with running(source):
+            await eventually(lambda: source.state()["last_error"] is not None)
+            async with fwsim("--link", where, *STREAM):
+                await sink.wait_for_frames(3)
+                assert sink.statuses == [(True, "connected")]
+            await eventually(lambda: not source.state()["connected"])  # unplugged again
+            async with fwsim("--link", where, *STREAM):
+                await sink.wait_until(lambda: len(sink.statuses) >= 3)
+                await sink.wait_for_frames(len(sink.envelopes) + 3)
+        (_, first), (down, _), (again, second) = sink.statuses[:3]
+        assert (first, down, again, second) == ("connected", False, True, "connected")
+
+    drive(scenario)
