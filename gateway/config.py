@@ -219,6 +219,9 @@ class GatewayConfig(ConfigDocument):
 
     shutdown_timeout: Seconds = 5.0
     """Seconds a shutdown may take, whatever the broker and the clients do."""
+    state_dir: str | None = None
+    """Where what survives a restart is kept (``journal.sqlite``: the sequence number and
+    the history clients resume from); None: nothing survives."""
     sources: tuple[SourceConfig, ...] = ()
     websocket: WebSocketConfig = WebSocketConfig()
     http: HttpConfig = HttpConfig()
@@ -301,6 +304,8 @@ def _anchor_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
             else source
             for source in sources
         ]
+    if "state_dir" in data:
+        data["state_dir"] = anchored(data["state_dir"])
     for section, key in (("capture", "directory"), ("file", "path"), ("mqtt", "outbox")):
         table = data.get(section)
         if isinstance(table, dict) and key in table:

@@ -59,6 +59,12 @@ def add_run_command(commands: Any) -> None:
         help="record every byte the sources read into capture files in DIR (all devices, "
         "unless the config's [capture] devices says which); overrides [capture] directory",
     )
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="keep in DIR what survives a restart: the sequence number and the history "
+        "clients resume from (journal.sqlite); overrides the config's state_dir",
+    )
     parser.set_defaults(run=run_gateway)
 
 
@@ -89,6 +95,8 @@ def run_gateway(arguments: argparse.Namespace) -> int:
     if arguments.capture is not None:
         capture = config.capture.model_copy(update={"directory": arguments.capture})
         config = config.model_copy(update={"capture": capture})
+    if arguments.state_dir is not None:
+        config = config.model_copy(update={"state_dir": arguments.state_dir})
     configure_logging(config.logging)
     asyncio.run(serve(Gateway(config, OUTPUTS)))
     return 0

@@ -10,22 +10,20 @@ start, what the previous run left is loaded, oldest first, ahead of anything new
 
 A database that cannot be read (corrupt, not SQLite) is moved aside, next to it, as
 ``<name>.corrupt-<UTC time>``, with an ERROR saying where; the gateway goes on with an
-empty outbox. It is never deleted.
+empty outbox. It is never deleted (:mod:`gateway.runtime.state_file`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sqlite3
 import threading
-import time
 from collections import deque
 from pathlib import Path
 
 from gateway.outputs.outbox import OutboundMessage
-from protocol.errors import ConfigError, os_error_reason
+from gateway.runtime.state_file import open_state_file
 
 __all__ = ["DiskOutbox"]
 
@@ -81,7 +79,9 @@ class DiskOutbox:
         self._stopping = False
         self._last_error: str | None = None
         self._commits = 0
-        self._database = self._open(source)
+        self._database = open_state_file(
+            path, SCHEMA, what="mqtt outbox", source=source, key="mqtt.outbox"
+        )
         self._next_id = self._load() + 1
         self._thread = threading.Thread(target=self._commit_loop, name="mqtt outbox", daemon=True)
         self._thread.start()
@@ -147,58 +147,6 @@ class DiskOutbox:
         return item
 
     # Opening and loading.
-
-    def _open(self, source: str) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                source, "mqtt.outbox", f"cannot make {self.path.parent}: {os_error_reason(exc)}"
-            ) from exc
-        try:
-            return self._connect()
-        except sqlite3.DatabaseError as exc:
-            if "locked" in str(exc):
-                raise ConfigError(
-                    source,
-                    "mqtt.outbox",
-                    f"{self.path} is in use by another gateway: give each its own",
-                ) from exc
-            aside = self._move_aside(exc)
-            logger.error(
-                "mqtt outbox %s cannot be read (%s): moved aside to %s, starting empty; "
-                "what it held was not published",
-                self.path,
-                exc,
-                aside,
-            )
-            return self._connect()
-
-    def _connect(self) -> sqlite3.Connection:
-        database = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=0.5
-        )
-        try:
-            database.execute("PRAGMA locking_mode = EXCLUSIVE")
-            database.execute("PRAGMA journal_mode = WAL")
-            database.execute("PRAGMA synchronous = NORMAL")
-            database.execute("BEGIN IMMEDIATE")  # takes the exclusive lock now
-            database.execute(SCHEMA)
-            database.execute("COMMIT")
-            database.execute("PRAGMA quick_check").fetchall()
-        except sqlite3.DatabaseError:
-            database.close()
-            raise
-        return database
-
-    def _move_aside(self, exc: sqlite3.DatabaseError) -> Path:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        os.replace(self.path, aside)
-        for suffix in ("-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
-        return aside
 
     def _load(self) -> int:
         """Load what the previous run left, oldest first; return the highest id there."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from gateway.config import GatewayConfig, ReplaySourceConfig, SourceConfig
@@ -19,6 +20,7 @@ from gateway.runtime.capture import CaptureWriter
 from gateway.runtime.envelope import Envelope
 from gateway.runtime.http import HttpEndpoints, standalone_http_server
 from gateway.runtime.journal import Journal
+from gateway.runtime.journal_store import JournalStore
 from gateway.runtime.metrics import GatewayMetrics
 from gateway.runtime.output import Output, OutputContext, OutputFactory
 from gateway.runtime.replay import ReplaySource
@@ -37,6 +39,8 @@ __all__ = ["CommandError", "Gateway"]
 
 logger = logging.getLogger(__name__)
 
+JOURNAL_FILE = "journal.sqlite"
+"""The journal's file in the state directory."""
 COMMAND_WRITE_SECONDS = 5.0
 """How long a command may wait for the device's link (a stuck flow control) before failing."""
 
@@ -57,7 +61,14 @@ class Gateway:
     def __init__(self, config: GatewayConfig, outputs: Sequence[OutputFactory]) -> None:
         self.config = config
         self.metrics = GatewayMetrics()
-        self.journal = Journal(history=config.websocket.history)
+        store = None
+        if config.state_dir is not None:
+            store = JournalStore(
+                Path(config.state_dir) / JOURNAL_FILE,
+                history=config.websocket.history,
+                source=config.source,
+            )
+        self.journal = Journal(history=config.websocket.history, store=store)
         self.schemas = _load_schemas(config)
         self.sources: dict[str, Source] = {}
         self._encoders: dict[str, FrameEncoder] = {}
@@ -76,9 +87,13 @@ class Gateway:
             hello=self.hello,
             commands=self,
         )
-        self.outputs: list[Output] = [
-            output for factory in outputs if (output := factory(context)) is not None
-        ]
+        try:
+            self.outputs: list[Output] = [
+                output for factory in outputs if (output := factory(context)) is not None
+            ]
+        except BaseException:
+            self.journal.close()  # an output refused the configuration: let go of the file
+            raise
         self._http_server = standalone_http_server(config, self.http)
         self.started = asyncio.Event()
         self._stopping = False
@@ -280,6 +295,7 @@ class Gateway:
         )
         if self._http_server is not None:
             await self._http_server.close(deadline)
+        await asyncio.to_thread(self.journal.close)
 
 
 def _load_schemas(config: GatewayConfig) -> dict[str, Schema]:

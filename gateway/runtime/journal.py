@@ -2,7 +2,8 @@
 
 Every output gets the same :class:`Published` message: the envelope with its gateway
 sequence number, and its JSON bytes, made once. A subscriber that reconnects asks
-:meth:`Journal.since` for what it missed.
+:meth:`Journal.since` for what it missed. With a :class:`JournalStore`, the numbering
+and the history go on across restarts.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import deque
 from typing import NamedTuple
 
 from gateway.runtime.envelope import Envelope
+from gateway.runtime.journal_store import JournalStore
 from gateway.runtime.status import DeviceStatus
 
 __all__ = ["HistoryEntry", "Journal", "Published"]
@@ -44,12 +46,21 @@ class Journal:
     Call every method from the event loop's thread.
     """
 
-    def __init__(self, *, history: int) -> None:
+    def __init__(self, *, history: int, store: JournalStore | None = None) -> None:
         if history < 0:
             raise ValueError(f"history of {history} messages, expected 0 or more")
         self._history: deque[HistoryEntry] = deque(maxlen=history)
         self._statuses: dict[str, DeviceStatus] = {}
         self._seq = 0
+        self._store = store
+        if store is not None:  # what the previous run left: number on from it
+            self._history.extend(store.entries)
+            self._seq = store.last_seq
+
+    def close(self) -> None:
+        """Make the numbers and history last, if the journal has a store; it may block."""
+        if self._store is not None:
+            self._store.close()
 
     @property
     def last_seq(self) -> int:
@@ -67,7 +78,10 @@ class Journal:
         seq = self._seq
         envelope = dataclasses.replace(envelope, seq=seq)
         payload = envelope.to_json()
-        self._history.append((seq, envelope.topic, payload))
+        topic = envelope.topic
+        self._history.append((seq, topic, payload))
+        if self._store is not None:
+            self._store.append(seq, topic, payload)
         return Published(envelope, payload)
 
     def record_status(self, status: DeviceStatus) -> None:

@@ -87,7 +87,7 @@ def test_a_corrupt_file_is_moved_aside_and_the_outbox_starts_empty(
     path = tmp_path / "outbox.sqlite"
     garbage = b"not a database, " * 512
     path.write_bytes(garbage)
-    with caplog.at_level(logging.ERROR, logger="gateway.outputs.disk_outbox"):
+    with caplog.at_level(logging.ERROR, logger="gateway.runtime.state_file"):
         fresh = outbox(path)
     [aside] = tmp_path.glob("outbox.sqlite.corrupt-*")
     assert aside.read_bytes() == garbage  # kept, for whoever wants to look
