@@ -166,7 +166,8 @@ class MqttConfig(StrictModel):
     queue_size: Annotated[int, Field(ge=1)] = 100000
     """Messages held while the broker is unreachable; beyond this, the oldest are dropped."""
     outbox: str | None = None
-    """A SQLite file where the messages held wait, surviving a restart; None: in memory."""
+    """A SQLite file where the messages held wait, surviving a restart; None: in the
+    state directory if there is one (``mqtt-outbox.sqlite``), else in memory."""
     outbox_max_bytes: Annotated[int, Field(ge=4096)] = 256 * 1024 * 1024
     """Payload bytes the outbox holds at most; beyond this, the oldest are dropped."""
     commit_interval: Annotated[float, Field(gt=0, le=10)] = 0.05
@@ -220,8 +221,9 @@ class GatewayConfig(ConfigDocument):
     shutdown_timeout: Seconds = 5.0
     """Seconds a shutdown may take, whatever the broker and the clients do."""
     state_dir: str | None = None
-    """Where what survives a restart is kept (``journal.sqlite``: the sequence number and
-    the history clients resume from); None: nothing survives."""
+    """Where what survives a restart is kept: the sequence number and the history clients
+    resume from (``journal.sqlite``), MQTT's outbox (``mqtt-outbox.sqlite``); None:
+    nothing survives."""
     sources: tuple[SourceConfig, ...] = ()
     websocket: WebSocketConfig = WebSocketConfig()
     http: HttpConfig = HttpConfig()

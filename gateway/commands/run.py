@@ -63,7 +63,8 @@ def add_run_command(commands: Any) -> None:
         "--state-dir",
         metavar="DIR",
         help="keep in DIR what survives a restart: the sequence number and the history "
-        "clients resume from (journal.sqlite); overrides the config's state_dir",
+        "clients resume from (journal.sqlite) and, with MQTT on, its outbox "
+        "(mqtt-outbox.sqlite); overrides the config's state_dir",
     )
     parser.set_defaults(run=run_gateway)
 

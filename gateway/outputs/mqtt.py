@@ -47,6 +47,8 @@ STATUS = "status"
 ONLINE = b"online"
 OFFLINE = b"offline"
 STATUS_QOS = 1
+OUTBOX_FILE = "mqtt-outbox.sqlite"
+"""The disk outbox's file in the state directory, unless ``[mqtt] outbox`` names one."""
 
 _DISCONNECT_SECONDS = 0.5
 """Of the time close() has, what it keeps for the clean disconnect after the goodbye."""
@@ -96,9 +98,12 @@ def build(context: OutputContext) -> MqttPublisher | None:
                 f"{STATUS}); rename the message",
             )
     outbox: Outbox | None = None
-    if config.mqtt.outbox is not None:
+    path = config.mqtt.outbox
+    if path is None and config.state_dir is not None:
+        path = str(Path(config.state_dir) / OUTBOX_FILE)
+    if path is not None:
         outbox = DiskOutbox(
-            Path(config.mqtt.outbox),
+            Path(path),
             capacity=config.mqtt.queue_size,
             max_bytes=config.mqtt.outbox_max_bytes,
             commit_interval=config.mqtt.commit_interval,

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from gateway.outputs.disk_outbox import DiskOutbox
-from gateway.outputs.mqtt import MqttPublisher
+from gateway.outputs.mqtt import MqttPublisher, build
 from gateway.outputs.outbox import OutboundMessage
 from gateway.runtime.metrics import GatewayMetrics
 from protocol.errors import ConfigError
+from protocol.schema import Schema
 from tests.gateway.broker import GUARD, Mosquitto, Subscriber, free_port
-from tests.gateway.outputs.test_mqtt import PREFIX, config, data, running, until
+from tests.gateway.outputs.test_mqtt import PREFIX, config, context, data, running, until
 
 
 def message(number: int, size: int = 10) -> OutboundMessage:
@@ -141,3 +142,18 @@ def test_the_backlog_of_a_gateway_that_stopped_without_a_broker_is_published_nex
         asyncio.run(second_run())
         got = subscriber.wait_until(lambda ms: len(data(ms)) >= 51, "51 messages")
     assert [m.payload for m in data(got)] == [str(n).encode() for n in range(50)] + [b"new"]
+
+
+def test_a_state_dir_puts_the_outbox_on_disk(tmp_path: Path, default_schema: Schema) -> None:
+    in_memory = build(context(default_schema, "node-1"))
+    assert in_memory is not None
+    assert list(tmp_path.iterdir()) == []
+    on_disk = build(context(default_schema, "node-1", state_dir=tmp_path))
+    assert on_disk is not None
+    assert (tmp_path / "mqtt-outbox.sqlite").exists()
+
+    async def close() -> None:
+        for output in (in_memory, on_disk):
+            await output.close(asyncio.get_running_loop().time() + GUARD)
+
+    asyncio.run(close())

@@ -549,11 +549,19 @@ class NoCommands:
 
 
 def context(
-    schema: Schema, *devices: str, enabled: bool = True, path: Path | None = Path("gw.toml")
+    schema: Schema,
+    *devices: str,
+    enabled: bool = True,
+    path: Path | None = Path("gw.toml"),
+    state_dir: Path | None = None,
 ) -> OutputContext:
     metrics = GatewayMetrics()
     sources = tuple(TcpSourceConfig(device=device, host="h", port=1) for device in devices)
-    config = GatewayConfig(sources=sources, mqtt=MqttConfig(enabled=enabled))
+    config = GatewayConfig(
+        sources=sources,
+        mqtt=MqttConfig(enabled=enabled),
+        state_dir=None if state_dir is None else str(state_dir),
+    )
     if path is not None:
         config.with_source(str(path))
     return OutputContext(
