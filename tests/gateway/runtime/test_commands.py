@@ -12,9 +12,7 @@ from gateway.runtime.gateway import Gateway
 from protocol.decoder import StreamDecoder
 from protocol.errors import GatewayError
 from protocol.events import Frame
-
-GUARD = 30.0
-"""Seconds after which a wait is a hang: only a guard, never a measure."""
+from tests.gateway.test_gateway import GUARD
 
 
 def test_commands_reach_the_device_and_are_counted() -> None:

@@ -29,6 +29,7 @@ from gateway.runtime.journal import Journal
 from gateway.runtime.metrics import CONTENT_TYPE, GatewayMetrics
 from gateway.runtime.output import OutputContext
 from protocol.errors import GatewayError
+from tests.gateway.broker import free_port
 
 GUARD = 10.0
 
@@ -58,12 +59,6 @@ async def get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
         name, _, value = line.partition(":")
         headers[name.lower()] = value.strip()
     return int(status_line.split()[1]), headers, body
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_with_websocket_off_healthz_and_metrics_answer_on_the_http_port() -> None:
