@@ -23,7 +23,7 @@ from collections import deque
 from pathlib import Path
 
 from gateway.outputs.outbox import OutboundMessage
-from gateway.runtime.state_file import open_state_file
+from gateway.runtime.state_file import Committer, open_state_file
 
 __all__ = ["DiskOutbox"]
 
@@ -71,20 +71,24 @@ class DiskOutbox:
         self._items: deque[tuple[int, OutboundMessage]] = deque()
         self._bytes = 0
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
         self._to_insert: list[tuple[int, OutboundMessage]] = []
         self._deleted_through = 0
         """Every message numbered up to this is gone from memory: delete it on disk."""
         self._committed_deleted = 0
-        self._stopping = False
         self._last_error: str | None = None
         self._commits = 0
         self._database = open_state_file(
             path, SCHEMA, what="mqtt outbox", source=source, key="mqtt.outbox"
         )
         self._next_id = self._load() + 1
-        self._thread = threading.Thread(target=self._commit_loop, name="mqtt outbox", daemon=True)
-        self._thread.start()
+        self._committer = Committer(
+            "mqtt outbox",
+            self._database,
+            self._lock,
+            interval=commit_interval,
+            take=self._take,
+            commit=self._commit,
+        )
 
     # The Outbox interface; called from the event loop.
 
@@ -102,7 +106,7 @@ class DiskOutbox:
         with self._lock:
             self._to_insert.append((ident, item))
             if len(self._to_insert) >= self.commit_batch:
-                self._wake.notify()
+                self._committer.wake()
         return dropped
 
     def peek(self) -> OutboundMessage | None:
@@ -128,11 +132,7 @@ class DiskOutbox:
 
     def close(self) -> None:
         """Commit what is pending and stop the thread (waiting at most CLOSE_TIMEOUT s)."""
-        with self._lock:
-            self._stopping = True
-            self._wake.notify()
-        self._thread.join(CLOSE_TIMEOUT)
-        if self._thread.is_alive():
+        if not self._committer.stop(CLOSE_TIMEOUT):
             logger.warning("mqtt outbox %s: the last commit did not finish in time", self.path)
         elif self._items:
             logger.info(
@@ -169,25 +169,15 @@ class DiskOutbox:
 
     # The committing thread.
 
-    def _commit_loop(self) -> None:
-        try:
-            while True:
-                with self._lock:
-                    self._wake.wait_for(
-                        lambda: self._stopping or len(self._to_insert) >= self.commit_batch,
-                        timeout=self.commit_interval,
-                    )
-                    inserts, self._to_insert = self._to_insert, []
-                    deleted_through = self._deleted_through
-                    stopping = self._stopping
-                if inserts or deleted_through != self._committed_deleted:
-                    self._commit(inserts, deleted_through)
-                if stopping:
-                    return
-        finally:
-            self._database.close()
+    def _take(self) -> tuple[list[tuple[int, OutboundMessage]], int] | None:
+        """What to commit (the lock is held): messages put, and acknowledged through."""
+        if not self._to_insert and self._deleted_through == self._committed_deleted:
+            return None
+        inserts, self._to_insert = self._to_insert, []
+        return inserts, self._deleted_through
 
-    def _commit(self, inserts: list[tuple[int, OutboundMessage]], deleted_through: int) -> None:
+    def _commit(self, work: tuple[list[tuple[int, OutboundMessage]], int]) -> None:
+        inserts, deleted_through = work
         rows = [
             (ident, item.topic, item.payload, item.qos, int(item.retain))
             for ident, item in inserts

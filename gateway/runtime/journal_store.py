@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from gateway.runtime.state_file import open_state_file
+from gateway.runtime.state_file import Committer, open_state_file
 
 __all__ = ["JournalStore"]
 
@@ -61,12 +61,16 @@ class JournalStore:
         )
         self.last_seq, self.entries = self._load()
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
         self._pending: list[tuple[int, str, bytes]] = []
-        self._stopping = False
         self._last_error: str | None = None
-        self._thread = threading.Thread(target=self._commit_loop, name="journal", daemon=True)
-        self._thread.start()
+        self._committer = Committer(
+            "journal",
+            self._database,
+            self._lock,
+            interval=commit_interval,
+            take=self._take,
+            commit=self._commit,
+        )
 
     def append(self, seq: int, topic: str, payload: bytes) -> None:
         """Keep message ``seq``; it is on disk after the next commit. Never blocks long."""
@@ -75,11 +79,7 @@ class JournalStore:
 
     def close(self) -> None:
         """Commit what is pending and stop the thread (waiting at most CLOSE_TIMEOUT s)."""
-        with self._lock:
-            self._stopping = True
-            self._wake.notify()
-        self._thread.join(CLOSE_TIMEOUT)
-        if self._thread.is_alive():
+        if not self._committer.stop(CLOSE_TIMEOUT):
             logger.warning("journal %s: the last commit did not finish in time", self.path)
 
     def _load(self) -> tuple[int, list[tuple[int, str, bytes]]]:
@@ -99,19 +99,10 @@ class JournalStore:
             )
         return last_seq, entries
 
-    def _commit_loop(self) -> None:
-        try:
-            while True:
-                with self._lock:
-                    self._wake.wait_for(lambda: self._stopping, timeout=self.commit_interval)
-                    pending, self._pending = self._pending, []
-                    stopping = self._stopping
-                if pending:
-                    self._commit(pending)
-                if stopping:
-                    return
-        finally:
-            self._database.close()
+    def _take(self) -> list[tuple[int, str, bytes]] | None:
+        """The messages appended since the last commit (the lock is held), or None."""
+        pending, self._pending = self._pending, []
+        return pending or None
 
     def _commit(self, pending: list[tuple[int, str, bytes]]) -> None:
         last = pending[-1][0]

@@ -1,6 +1,6 @@
 """SQLite files where the gateway keeps what survives a restart (the MQTT outbox, the
 journal): opened once, exclusively, in WAL mode; a file that cannot be read is moved
-aside, never deleted."""
+aside, never deleted; written in batches by a :class:`Committer` thread."""
 
 from __future__ import annotations
 
@@ -8,14 +8,19 @@ import contextlib
 import logging
 import os
 import sqlite3
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from protocol.errors import ConfigError, os_error_reason
 
-__all__ = ["open_state_file"]
+__all__ = ["Committer", "open_state_file"]
 
 logger = logging.getLogger(__name__)
+
+Work = TypeVar("Work")
 
 
 def open_state_file(
@@ -79,3 +84,61 @@ def _move_aside(path: Path) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.replace(f"{path}{suffix}", f"{aside}{suffix}")
     return aside
+
+
+class Committer(Generic[Work]):
+    """A thread that commits a state file's pending work every ``interval`` seconds,
+    sooner when :meth:`wake` is called, and once more when :meth:`stop` is; then it
+    closes ``database``.
+
+    ``take()`` is called with ``lock`` held: it hands over the work pending (None when
+    there is none); ``commit(work)`` then runs without the lock, in the thread.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        database: sqlite3.Connection,
+        lock: threading.Lock,
+        *,
+        interval: float,
+        take: Callable[[], Work | None],
+        commit: Callable[[Work], None],
+    ) -> None:
+        self._database = database
+        self._wake = threading.Condition(lock)
+        self._interval = interval
+        self._take = take
+        self._commit = commit
+        self._woken = False
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Commit now rather than at the end of the interval; the caller holds ``lock``."""
+        self._woken = True
+        self._wake.notify()
+
+    def stop(self, timeout: float) -> bool:
+        """Commit what is pending and end the thread; say if it ended within ``timeout``."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._wake:
+                    self._wake.wait_for(lambda: self._stopping or self._woken, self._interval)
+                    self._woken = False
+                    work = self._take()
+                    stopping = self._stopping
+                if work is not None:
+                    self._commit(work)
+                if stopping:
+                    return
+        finally:
+            self._database.close()
