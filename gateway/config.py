@@ -172,6 +172,14 @@ class MqttConfig(StrictModel):
     """Payload bytes the outbox holds at most; beyond this, the oldest are dropped."""
     commit_interval: Annotated[float, Field(gt=0, le=10)] = 0.05
     """Seconds between commits of the disk outbox: what a power cut can lose at most."""
+    max_inflight: Annotated[int, Field(ge=1, le=65535)] = 100
+    """Publishes sent and not yet acknowledged at most: the window that lets a backlog
+    drain faster than one message per round trip to the broker."""
+    readiness_outage: Seconds = 30.0
+    """``/readyz`` answers 503 once the broker has been unreachable this many seconds."""
+    readiness_queue: Annotated[int, Field(ge=1)] | None = None
+    """``/readyz`` answers 503 while the outbox holds more messages than this; None: half
+    of ``queue_size``."""
     reconnect_initial: Seconds = 0.5
     reconnect_max: Seconds = 30.0
 

@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,12 @@ class JsonLinesFile:
             logger.warning(
                 "file output: the disk did not take the last %d bytes in time", self._pending_size
             )
+
+    def problems(self) -> Sequence[str]:
+        """The disk's refusal, while the file cannot be written."""
+        with self._lock:
+            error = self._last_error
+        return () if error is None else (f"file output cannot write {self.path}: {error}",)
 
     def health(self) -> Mapping[str, Any]:
         """The file, lines written and dropped, bytes waiting, the last error."""

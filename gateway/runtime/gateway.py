@@ -10,7 +10,9 @@ the greeting and of ``/healthz``. It knows no output by name.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -77,7 +79,12 @@ class Gateway:
             schema = self.schemas[source_config.device]
             self.sources[source_config.device] = self._make_source(source_config, schema)
             self._encoders[source_config.device] = FrameEncoder(schema)
-        self.http = HttpEndpoints(health=self.health, metrics=self.metrics)
+        self.instance = uuid.uuid4().hex
+        """This run's identity: a restarted gateway has a new one (in ``hello`` and health)."""
+        self.started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        self.http = HttpEndpoints(
+            health=self.health, readiness=self.readiness, metrics=self.metrics
+        )
         context = OutputContext(
             config=config,
             metrics=self.metrics,
@@ -203,7 +210,14 @@ class Gateway:
                 }
             )
             catalogs.setdefault(schema.catalog.name, _catalog_record(schema))
-        return {"type": "hello", "version": __version__, "devices": devices, "catalogs": catalogs}
+        return {
+            "type": "hello",
+            "version": __version__,
+            "instance": self.instance,
+            "started": self.started_at,
+            "devices": devices,
+            "catalogs": catalogs,
+        }
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """HTTP status and body of ``/healthz``: 200 while running, with each part's state."""
@@ -212,11 +226,27 @@ class Gateway:
         body: dict[str, Any] = {
             "status": state,
             "version": __version__,
+            "instance": self.instance,
+            "started": self.started_at,
             "last_seq": self.journal.last_seq,
             "sources": [source.state() for source in self.sources.values()],
             "outputs": {output.name: dict(output.health()) for output in self.outputs},
         }
         return (200 if running else 503), body
+
+    def readiness(self) -> tuple[int, dict[str, Any]]:
+        """HTTP status and body of ``/readyz``: 503 with the reasons while the gateway is
+        starting or stopping, no device is online, or an output has a problem (the broker
+        away too long, an outbox too full or that cannot write); else 200."""
+        reasons: list[str] = []
+        if not self.started.is_set() or self._stopping:
+            reasons.append("stopping" if self._stopping else "starting")
+        if not any(status.online for status in self.journal.statuses().values()):
+            reasons.append("no device is online")
+        for output in self.outputs:
+            reasons.extend(output.problems())
+        body = {"status": "not ready" if reasons else "ready", "reasons": reasons}
+        return (503 if reasons else 200), body
 
     # Running.
 

@@ -62,13 +62,19 @@ def listen_error(what: str, host: str, port: int, exc: OSError, keys: str) -> Li
 
 
 class HttpEndpoints:
-    """``GET /healthz`` (the health callback's status and JSON body), ``GET /metrics``
+    """``GET /healthz`` and ``GET /readyz`` (their callbacks' status and JSON body; without
+    a readiness callback, ``/readyz`` answers as ``/healthz``), ``GET /metrics``
     (Prometheus text), 404 for any other path, 405 for any other method."""
 
     def __init__(
-        self, *, health: Callable[[], tuple[int, dict[str, Any]]], metrics: GatewayMetrics
+        self,
+        *,
+        health: Callable[[], tuple[int, dict[str, Any]]],
+        metrics: GatewayMetrics,
+        readiness: Callable[[], tuple[int, dict[str, Any]]] | None = None,
     ) -> None:
         self._health = health
+        self._readiness = readiness or health
         self._metrics = metrics
 
     def respond(self, request: Request) -> Response:
@@ -78,14 +84,14 @@ class HttpEndpoints:
             return response(
                 http.HTTPStatus.METHOD_NOT_ALLOWED, f"method {request.method} not allowed\n"
             )
-        if path == "/healthz":
-            status, body = self._health()
+        if path in ("/healthz", "/readyz"):
+            status, body = (self._health if path == "/healthz" else self._readiness)()
             return response(status, orjson.dumps(body, default=json_default), "application/json")
         if path == "/metrics":
             return response(http.HTTPStatus.OK, self._metrics.render(), CONTENT_TYPE)
         return response(
             http.HTTPStatus.NOT_FOUND,
-            f"no such path {path!r}: try /healthz, /metrics or a websocket upgrade\n",
+            f"no such path {path!r}: try /healthz, /readyz, /metrics or a websocket upgrade\n",
         )
 
 

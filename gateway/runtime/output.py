@@ -10,7 +10,7 @@ configuration by a factory; the command that runs the gateway passes the factori
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -75,6 +75,9 @@ class Output(Protocol):
 
     def health(self) -> Mapping[str, Any]:
         """The output's state for ``/healthz``: connection, queue depth, counts, last error."""
+
+    def problems(self) -> Sequence[str]:
+        """Why the output is not ready, for ``/readyz``, one line each; empty when it is."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -275,6 +275,71 @@ reconnect_max = 0.2
         assert mqtt_states[-1].retain or mqtt_states[-1].payload == b"online"
 
 
+def test_readyz_says_why_the_gateway_is_not_ready_and_healthz_stays_200(
+    tmp_path: Path,
+) -> None:
+    """No device and no broker: /readyz answers 503 with both reasons while /healthz
+    answers 200; once the device and the broker are there, /readyz answers 200. The
+    health and the greeting carry the same instance id."""
+    link = tmp_path / "ttyNODE"
+    ws_port = free_port()
+    broker = Mosquitto()  # not started yet
+    config = write_config(
+        tmp_path / "gateway.toml",
+        ws_port,
+        broker.port,
+        f'[[sources]]\ntype = "serial"\ndevice = "node"\npath = "{link}"',
+    )
+    config.write_text(
+        config.read_text(encoding="utf-8") + "readiness_outage = 0.2\nreconnect_max = 0.2\n",
+        encoding="utf-8",
+    )
+
+    def readiness() -> tuple[int, dict[str, Any]]:
+        status, body = http_get(ws_port, "/readyz")
+        return status, json.loads(body) if body else {}
+
+    def wait_readiness(predicate: Any, what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + GUARD
+        while time.monotonic() < deadline:
+            status, body = readiness()
+            if predicate(status, body):
+                return body
+            time.sleep(0.05)
+        raise AssertionError(f"/readyz never said {what}; last: {readiness()}")
+
+    try:
+        with gateway(config):
+            health = wait_healthy(ws_port)
+            body = wait_readiness(
+                lambda status, body: status == 503 and len(body["reasons"]) == 2,
+                "503 with two reasons",
+            )
+            assert body["status"] == "not ready"
+            assert body["reasons"][0] == "no device is online"
+            assert body["reasons"][1].startswith(
+                f"mqtt broker 127.0.0.1:{broker.port} unreachable for "
+            )
+            assert body["reasons"][1].endswith(": connection refused")
+            assert http_get(ws_port, "/healthz")[0] == 200
+            with simulator("--link", link, *FAST):
+                broker.start()
+                body = wait_readiness(lambda status, body: status == 200, "200")
+                assert body == {"status": "ready", "reasons": []}
+
+                async def greeting() -> dict[str, Any]:
+                    async with connect(f"ws://127.0.0.1:{ws_port}") as client:
+                        hello: dict[str, Any] = json.loads(await client.recv())
+                        return hello
+
+                hello = asyncio.run(greeting())
+            assert len(health["instance"]) == 32
+            assert hello["instance"] == health["instance"]
+            assert hello["started"] == health["started"]
+    finally:
+        broker.close()
+
+
 def test_broker_restart_queue_drains_and_counts_add_up(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.outputs.websocket.hub import Hub
@@ -52,6 +52,10 @@ class WebSocketOutput:
             await self.server.close(deadline)
         finally:
             self._closed.set()
+
+    def problems(self) -> Sequence[str]:
+        """None: a server that listens is ready (slow clients are theirs to fix)."""
+        return ()
 
     def health(self) -> Mapping[str, Any]:
         """Clients connected, the last sequence number, messages buffered for clients that

@@ -24,11 +24,12 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.publish as mqtt_publish
 import pytest
 
 from gateway.config import GatewayConfig, MqttConfig, TcpSourceConfig
 from gateway.outputs.mqtt import MqttPublisher, build
-from gateway.outputs.outbox import MemoryOutbox, OutboundMessage, Outbox
+from gateway.outputs.outbox import MemoryOutbox
 from gateway.runtime.http import HttpEndpoints
 from gateway.runtime.journal import Journal
 from gateway.runtime.metrics import GatewayMetrics
@@ -128,47 +129,6 @@ def first_occurrences(items: list[bytes]) -> tuple[list[bytes], int]:
 
 def numbered(start: int, stop: int) -> list[bytes]:
     return [b'{"n": %d, "raw": "\x00\xff"}' % n for n in range(start, stop)]
-
-
-# -- MemoryOutbox -----------------------------------------------------------------------
-
-
-def item(n: int) -> OutboundMessage:
-    return OutboundMessage(f"t/{n}", bytes([n]), 1, False)
-
-
-def test_outbox_is_fifo() -> None:
-    outbox: Outbox = MemoryOutbox(10)
-    assert outbox.peek() is None
-    assert len(outbox) == 0
-    for n in range(3):
-        assert outbox.put(item(n)) is None
-    assert len(outbox) == 3
-    taken = []
-    while (head := outbox.peek()) is not None:
-        assert outbox.peek() is head  # peek leaves it in place
-        taken.append(head)
-        outbox.pop()
-    assert taken == [item(0), item(1), item(2)]
-    assert len(outbox) == 0
-
-
-def test_full_outbox_drops_and_returns_the_oldest() -> None:
-    outbox = MemoryOutbox(3)
-    dropped_items = [outbox.put(item(n)) for n in range(7)]
-    assert dropped_items == [None, None, None, item(0), item(1), item(2), item(3)]
-    assert len(outbox) == 3
-    assert outbox.peek() == item(4)
-    outbox.pop()
-    assert outbox.put(item(7)) is None  # room again
-    assert [outbox.peek(), len(outbox)] == [item(5), 3]
-
-
-def test_outbox_refuses_what_it_cannot_do() -> None:
-    with pytest.raises(ValueError, match="capacity must be at least 1, got 0"):
-        MemoryOutbox(0)
-    with pytest.raises(IndexError, match="empty outbox"):
-        MemoryOutbox(1).pop()
 
 
 # -- publishing -------------------------------------------------------------------------
@@ -321,6 +281,9 @@ def test_close_says_offline_and_flushes_the_outbox(mosquitto: Mosquitto) -> None
                 assert dict(publisher.health()) == {
                     "connected": False,
                     "queue_depth": 0,
+                    "inflight": 0,
+                    "outbox_bytes": 0,
+                    "oldest_age": 0.0,
                     "published": 50,
                     "dropped": 0,
                     "last_error": None,
@@ -479,6 +442,104 @@ def test_broker_restart_mid_stream(caplog: pytest.LogCaptureFixture) -> None:
     assert len(connects) == 2
 
 
+def inflight(metrics: GatewayMetrics) -> float:
+    return sample(metrics, "tgw_mqtt_inflight")
+
+
+def test_a_window_of_publishes_is_in_flight_and_no_more() -> None:
+    """The broker freezes (SIGSTOP) with 30 messages queued: exactly ``max_inflight`` of
+    them are sent and wait for their acknowledgement; when it thaws, all 30 arrive in
+    order, each once."""
+    with Mosquitto() as broker:
+        topic = f"{PREFIX}/node-1/environment"
+        with Subscriber(broker, topic) as sub:
+            metrics = GatewayMetrics()
+            publisher = MqttPublisher(config(broker.port, max_inflight=5), metrics)
+            offered = numbered(0, 30)
+
+            async def scenario() -> None:
+                async with running(publisher):
+                    await until(lambda: connected(publisher), "connected")
+                    broker.pause()
+                    try:
+                        for payload in offered:
+                            publisher.publish_message("node-1/environment", payload)
+                        await until(lambda: inflight(metrics) == 5, "a full window")
+                        assert queue_depth(metrics) == 30  # in flight is still kept
+                        assert published(metrics) == 0
+                    finally:
+                        broker.resume()
+                    await until(lambda: published(metrics) == 30, "all acknowledged")
+                    assert (inflight(metrics), queue_depth(metrics)) == (0, 0)
+                    got = await sub.wait_until_async(lambda ms: len(ms) >= 30, "30 messages")
+                    assert payloads(got) == offered
+
+            asyncio.run(scenario())
+
+
+def test_what_was_in_flight_when_the_broker_died_goes_again_in_order() -> None:
+    """The broker freezes with a window in flight and dies (SIGKILL): nothing it held
+    was acknowledged, so a new broker on the same port gets every message, in order;
+    the publishes cut short are counted as failures."""
+    broker = Mosquitto()
+    broker.start()
+    successor = Mosquitto(port=broker.port)
+    metrics = GatewayMetrics()
+    publisher = MqttPublisher(
+        config(broker.port, max_inflight=4, reconnect_initial=0.05, reconnect_max=0.2), metrics
+    )
+    offered = numbered(0, 12)
+
+    async def scenario() -> None:
+        async with running(publisher):
+            await until(lambda: connected(publisher), "connected")
+            broker.pause()
+            for payload in offered:
+                publisher.publish_message("node-1/environment", payload)
+            await until(lambda: inflight(metrics) == 4, "a full window")
+            broker.kill()
+            successor.start()
+            with Subscriber(successor, f"{PREFIX}/node-1/environment") as sub:
+                await until(lambda: published(metrics) == 12, "all acknowledged")
+                got = await sub.wait_until_async(lambda ms: len(ms) >= 12, "12 messages")
+            assert payloads(got) == offered
+            assert sample(metrics, "tgw_mqtt_publish_failures_total") >= 4
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        broker.close()
+        successor.close()
+
+
+def test_every_device_of_the_gateway_has_a_status_from_the_first_connect(
+    mosquitto: Mosquitto,
+) -> None:
+    """A device that has not come online (yet) is ``offline`` from the first connect, so
+    the retained ``online`` that a gateway killed outright left behind does not survive."""
+    stale = f"{PREFIX}/node-9/status"
+    mqtt_publish.single(  # what a gateway that died with node-9 online leaves
+        stale, b"online", qos=1, retain=True, hostname=mosquitto.host, port=mosquitto.port
+    )
+    publisher = MqttPublisher(config(mosquitto.port), GatewayMetrics(), devices=["node-9"])
+
+    async def next_run() -> None:
+        async with running(publisher):
+            await until(lambda: connected(publisher), "connected")
+            await publisher.close(asyncio.get_running_loop().time() + GUARD)
+
+    with Subscriber(mosquitto, stale) as watcher:
+        assert payloads(watcher.wait_until(lambda ms: len(ms) >= 1, "the stale status")) == [
+            b"online"
+        ]
+        asyncio.run(next_run())
+        got = watcher.wait_until(lambda ms: len(ms) >= 2, "the status of this run")
+    assert [(m.payload, m.retain) for m in got] == [(b"online", True), (b"offline", False)]
+    with Subscriber(mosquitto, stale) as late:
+        got = late.wait_until(lambda ms: len(ms) >= 1, "the retained status")
+    assert [(m.payload, m.retain) for m in got] == [(b"offline", True)]
+
+
 def test_statuses_are_published_again_after_a_reconnect(
     mosquitto: Mosquitto,
 ) -> None:
@@ -522,9 +583,9 @@ def test_full_outbox_drops_the_oldest_and_counts(caplog: pytest.LogCaptureFixtur
             assert dropped(metrics) == 7
             assert queue_depth(metrics) == 5
             assert publisher.health()["dropped"] == 7
-            head = outbox.peek()
-            assert head is not None
-            assert head.payload == offered[7]
+            [head] = outbox.take(1)
+            assert head.message.payload == offered[7]
+            outbox.rewind()
 
             broker.start()
             await until(lambda: queue_depth(metrics) == 0, "the outbox drained")
