@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from gateway.config import MqttConfig
 from gateway.outputs.disk_outbox import DiskOutbox
 from gateway.outputs.outbox import Entry, MemoryOutbox, OutboundMessage, Outbox
+from gateway.outputs.publish_window import PublishWindow
 from gateway.runtime.journal import Published
 from gateway.runtime.metrics import GatewayMetrics
 from gateway.runtime.output import OutputContext
@@ -228,7 +229,7 @@ class MqttPublisher:
         self._connected = False
         self._disconnected_at: float | None = time.monotonic()
         """When the connection was lost or first tried (monotonic); None while connected."""
-        self._window: set[asyncio.Task[None]] = set()
+        self._window: PublishWindow | None = None
         """The publishes sent on this connection and not acknowledged yet."""
         self._window_size = (
             config.max_inflight if config.qos < 2 else min(config.max_inflight, QOS2_WINDOW)
@@ -238,7 +239,7 @@ class MqttPublisher:
         self._burst = 0
         self._metrics.mqtt_connected.set(0)
         self._metrics.mqtt_queue_depth.set(len(self._outbox))
-        self._metrics.mqtt_inflight.set_function(lambda: len(self._window))
+        self._metrics.mqtt_inflight.set_function(self._inflight)
         self._metrics.mqtt_outbox_bytes.set_function(lambda: self._outbox.bytes)
         self._metrics.mqtt_outbox_oldest_age.set_function(self._oldest_age)
 
@@ -314,7 +315,7 @@ class MqttPublisher:
         return {
             "connected": self._connected,
             "queue_depth": len(self._outbox),
-            "inflight": len(self._window),
+            "inflight": self._inflight(),
             "outbox_bytes": self._outbox.bytes,
             "oldest_age": round(self._oldest_age(), 3),
             "published": self._published,
@@ -401,7 +402,7 @@ class MqttPublisher:
 
     def _client(self) -> aiomqtt.Client:
         config = self._config
-        client = aiomqtt.Client(
+        return aiomqtt.Client(
             config.host,
             config.port,
             username=config.username,
@@ -411,61 +412,60 @@ class MqttPublisher:
             clean_session=True,
             keepalive=config.keepalive,
             timeout=float(config.keepalive),
-            max_inflight_messages=self._window_size,
+            max_inflight_messages=0,  # no limit in paho: the window is the limit, and
+            # paho's own would scan every message in flight on each acknowledgement
             logger=_paho_log,
         )
-        client.pending_calls_threshold = self._window_size + 1  # a full window is no warning
-        return client
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         """Publish until closed; raise MqttError when the connection fails.
 
-        Every publish in flight is a task of this connection's group: a failure of one
-        (or of the connection) cancels the others, and what they carried goes again on
-        the next connection (:meth:`Outbox.rewind`).
+        What is in flight when the connection ends goes again on the next one, from the
+        oldest message not acknowledged (:meth:`Outbox.rewind`).
         """
         self._outbox.rewind()
+        window = self._window = PublishWindow(client, self._window_size, self._acknowledged)
         try:
             async with asyncio.TaskGroup() as tasks:
                 watcher = tasks.create_task(self._watch(client), name="mqtt-connection")
                 try:
-                    await self._drain(client, tasks)
+                    await self._drain(client, window)
                 finally:
                     watcher.cancel()
-                    for publish in self._window:
-                        publish.cancel()
         except* aiomqtt.MqttError as group:
             error = _first(group)
             raise error from error.__cause__
+        finally:
+            self._window = None
+            if cut := window.close():
+                self._metrics.mqtt_publish_failures.inc(cut)
 
     async def _watch(self, client: aiomqtt.Client) -> None:
         """Raise MqttError when the connection is lost, even while nothing is published."""
         async for message in client.messages:
             _log.debug("ignoring an mqtt message on %s", message.topic)
 
-    async def _drain(self, client: aiomqtt.Client, tasks: asyncio.TaskGroup) -> None:
+    async def _drain(self, client: aiomqtt.Client, window: PublishWindow) -> None:
         if not self._closing.is_set():
             await self._publish(client, self._status(GATEWAY, online=True))
         self._unsent = dict.fromkeys(self._statuses)
         while not self._closing.is_set():
             if self._unsent:
                 await self._publish_status(client)
-            elif not self._send_window(client, tasks):
+            elif not self._send_window(window):
                 self._wakeup.clear()
                 await self._wakeup.wait()
-        await self._goodbye(client, tasks)
+        await self._goodbye(client, window)
 
-    def _send_window(self, client: aiomqtt.Client, tasks: asyncio.TaskGroup) -> bool:
-        """Start publishing the next messages of the outbox, as many as the window has
-        room for; False if none could be started (the outbox or the window is empty)."""
-        entries = self._outbox.take(self._window_size - len(self._window))
+    def _send_window(self, window: PublishWindow) -> bool:
+        """Publish the next messages of the outbox, as many as the window has room for;
+        False if none could be sent (the outbox or the window is empty)."""
+        entries = self._outbox.take(window.room)
         for entry in entries:
-            publish = tasks.create_task(self._publish_entry(client, entry))
-            self._window.add(publish)
-            publish.add_done_callback(self._window.discard)
+            window.send(entry)
         return bool(entries)
 
-    async def _goodbye(self, client: aiomqtt.Client, tasks: asyncio.TaskGroup) -> None:
+    async def _goodbye(self, client: aiomqtt.Client, window: PublishWindow) -> None:
         """Statuses offline, then the outbox, until it is empty or the deadline passes."""
         try:
             async with asyncio.timeout_at(self._deadline):
@@ -473,7 +473,7 @@ class MqttPublisher:
                     await self._publish_status(client)
                 await self._publish(client, self._status(GATEWAY, online=False))
                 while self._outbox:
-                    if not self._send_window(client, tasks):
+                    if not self._send_window(window):
                         self._wakeup.clear()
                         await self._wakeup.wait()
         except TimeoutError:
@@ -501,6 +501,7 @@ class MqttPublisher:
     async def _publish(self, client: aiomqtt.Client, item: OutboundMessage) -> bool:
         """Publish ``item`` and wait for the acknowledgement; False if MQTT cannot carry it.
 
+        For the statuses; the outbox's messages go through the :class:`PublishWindow`.
         Raises MqttError when the publish fails; a publish that fails or is cancelled
         (its connection lost) is counted in ``tgw_mqtt_publish_failures``.
         """
@@ -519,12 +520,8 @@ class MqttPublisher:
         del self._unsent[device]
         await self._publish(client, self._status(device, online=self._statuses[device]))
 
-    async def _publish_entry(self, client: aiomqtt.Client, entry: Entry) -> None:
-        """Publish one message of the outbox; acknowledge it there once the broker has."""
-        try:
-            sent = await self._publish(client, entry.message)
-        finally:  # room in the window now, not when the loop runs the done callbacks
-            self._window.discard(asyncio.current_task())
+    def _acknowledged(self, entry: Entry, sent: bool) -> None:
+        """The window is done with ``entry``: published, or refused by MQTT (dropped)."""
         if sent:
             self._published += 1
             self._metrics.mqtt_published.inc()
@@ -575,6 +572,9 @@ class MqttPublisher:
             self._disconnected_at = time.monotonic()
         self._connected = connected
         self._metrics.mqtt_connected.set(1 if connected else 0)
+
+    def _inflight(self) -> int:
+        return 0 if self._window is None else len(self._window)
 
     def _oldest_age(self) -> float:
         oldest = self._outbox.oldest
