@@ -446,6 +446,28 @@ def inflight(metrics: GatewayMetrics) -> float:
     return sample(metrics, "tgw_mqtt_inflight")
 
 
+def test_a_message_mqtt_cannot_carry_is_dropped_counted_and_the_rest_go_on(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = GatewayMetrics()
+    publisher = MqttPublisher(config(mosquitto.port), metrics)
+
+    async def scenario() -> None:
+        with Subscriber(mosquitto, f"{PREFIX}/#") as live:
+            async with running(publisher):
+                publisher.publish_message("node-1/first", b"1")
+                publisher.publish_message("node-1/+", b"a wildcard in a topic")
+                publisher.publish_message("node-1/last", b"2")
+                got = await live.wait_until_async(lambda ms: len(data(ms)) >= 2, "two messages")
+                await until(lambda: queue_depth(metrics) == 0, "the outbox empty")
+        assert payloads(data(got)) == [b"1", b"2"]
+        assert sample(metrics, "tgw_mqtt_dropped_total", reason="invalid") == 1
+        assert published(metrics) == 2
+
+    asyncio.run(scenario())
+    assert f"mqtt cannot publish to '{PREFIX}/node-1/+'" in caplog.text
+
+
 def test_a_window_of_publishes_is_in_flight_and_no_more() -> None:
     """The broker freezes (SIGSTOP) with 30 messages queued: exactly ``max_inflight`` of
     them are sent and wait for their acknowledgement; when it thaws, all 30 arrive in
