@@ -24,7 +24,13 @@ Work = TypeVar("Work")
 
 
 def open_state_file(
-    path: Path, schema: str, *, what: str, source: str, key: str
+    path: Path,
+    schema: str,
+    *,
+    what: str,
+    source: str,
+    key: str,
+    in_use: str = "give each its own",
 ) -> sqlite3.Connection:
     """Open (or make) the SQLite file ``path`` with the tables of ``schema``, for this
     process alone, in autocommit mode (callers say BEGIN and COMMIT).
@@ -32,7 +38,8 @@ def open_state_file(
     A file that is not a readable database is moved aside as ``<name>.corrupt-<UTC time>``
     and an ERROR says where (``what`` names it: "mqtt outbox"); an empty one is made in
     its place. Raise :class:`~protocol.errors.ConfigError` naming ``source`` and ``key``
-    when the folder cannot be made or another process holds the file.
+    when the folder cannot be made or another process holds the file (``in_use`` then
+    says what to do).
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,7 +52,7 @@ def open_state_file(
     except sqlite3.DatabaseError as exc:
         if "locked" in str(exc):
             raise ConfigError(
-                source, key, f"{path} is in use by another gateway: give each its own"
+                source, key, f"{path} is in use by another gateway: {in_use}"
             ) from exc
         aside = _move_aside(path)
         logger.error(
