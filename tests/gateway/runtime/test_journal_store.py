@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -264,9 +265,12 @@ def test_a_gateway_with_a_state_dir_numbers_on(tmp_path: Path) -> None:
     second.journal.close()
 
 
-def test_a_dashboard_resumes_across_a_gateway_restart(tmp_path: Path) -> None:
-    """tgw run with --state-dir, stopped and started again: a client that saw seq N
-    resumes with since=N and gets N+1 onward, with no history_gap and no duplicate."""
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["clean", "killed"])
+def test_a_dashboard_resumes_across_a_gateway_restart(tmp_path: Path, stop: signal.Signals) -> None:
+    """tgw run (state in its default directory), stopped and started again: a client that
+    saw seq N resumes with since=N and gets N+1 onward, with no duplicate. After a clean
+    stop, no gap either; after a SIGKILL, what was not committed is told as a gap, and
+    the numbering goes on past every number the killed run may have given."""
     port = free_port()
     with simulator("--tcp", "127.0.0.1:0", *FAST) as (_, where):
         host, _, tcp_port = where.rpartition(":")
@@ -278,7 +282,7 @@ def test_a_dashboard_resumes_across_a_gateway_restart(tmp_path: Path) -> None:
         )
 
         def start() -> subprocess.Popen[str]:
-            command = [str(TGW), "run", "-c", str(config), "--state-dir", str(tmp_path / "s")]
+            command = [str(TGW), "run", "-c", str(config)]
             return subprocess.Popen(command, stderr=subprocess.DEVNULL, text=True)
 
         async def messages(since: int | None, count: int) -> list[dict[str, object]]:
@@ -299,8 +303,8 @@ def test_a_dashboard_resumes_across_a_gateway_restart(tmp_path: Path) -> None:
         wait_healthy(port)
         seen = asyncio.run(messages(None, 5))
         last = max(int(str(m["seq"])) for m in seen)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=GUARD) == 0
+        process.send_signal(stop)
+        process.wait(timeout=GUARD)
         process = start()
         try:
             wait_healthy(port)
@@ -309,6 +313,22 @@ def test_a_dashboard_resumes_across_a_gateway_restart(tmp_path: Path) -> None:
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=GUARD)
-    assert all(m["type"] == "message" for m in resumed), resumed[:3]
-    seqs = [int(str(m["seq"])) for m in resumed]
-    assert seqs == list(range(last + 1, last + 1 + len(seqs)))
+    seqs = [int(str(m["seq"])) for m in resumed if m["type"] == "message"]
+    if stop == signal.SIGTERM:
+        assert all(m["type"] == "message" for m in resumed), resumed[:3]
+        assert seqs == list(range(last + 1, last + 1 + len(seqs)))
+        return
+    error, *rest = resumed
+    assert error["code"] == "history_gap", error
+    found = re.fullmatch(
+        r"messages (\d+) to (\d+) may have been numbered before the gateway stopped "
+        r"uncleanly and are not in the history, replaying from seq (\d+)",
+        str(error["message"]),
+    )
+    assert found, error
+    missing, reserved = int(found[1]), int(found[2])
+    assert reserved - RESERVE < missing  # the last commit's number, plus the reservation
+    assert all(m["type"] == "message" for m in rest)
+    kept = list(range(last + 1, missing))  # committed before the kill, in the history
+    assert seqs[: len(kept)] == kept
+    assert seqs[len(kept) :] == list(range(reserved + 1, reserved + 1 + len(seqs) - len(kept)))
