@@ -49,7 +49,6 @@ bound (the disk refused writes that long) is logged; after an unclean stop, up t
 many numbers are skipped."""
 CLOSE_TIMEOUT = 10.0
 """Seconds :meth:`JournalStore.close` waits for the last commit."""
-IN_USE = "give each gateway its own state directory (tgw run --state-dir DIR)"
 
 Entry = tuple[int, str, bytes]
 
@@ -98,7 +97,14 @@ class JournalStore:
         self.commit_interval = commit_interval
         self.reserve = reserve
         self._database = open_state_file(
-            path, SCHEMA, what="journal", source=source, key="state_dir", in_use=IN_USE
+            path,
+            SCHEMA,
+            what="journal",
+            source=source,
+            key="state_dir",
+            in_use="give each gateway its own state directory (tgw run --state-dir DIR)",
+            unusable="free some space or fix its permissions, or choose another state "
+            "directory (tgw run --state-dir DIR) or none (--no-state)",
         )
         self._lock = threading.Lock()
         self._pending: list[Entry] = []

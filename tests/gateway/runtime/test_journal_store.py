@@ -253,6 +253,14 @@ def test_a_state_file_in_use_is_refused(tmp_path: Path) -> None:
         first.close()
 
 
+def test_a_state_file_that_cannot_be_made_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    path.mkdir()  # no file can be made there; the same for a full disk
+    with pytest.raises(ConfigError, match=r"state_dir: cannot use .*journal.sqlite \(unable to"):
+        JournalStore(path, history=3, source="gw.toml")
+    assert [item.name for item in tmp_path.iterdir()] == ["journal.sqlite"]
+
+
 def test_a_gateway_with_a_state_dir_numbers_on(tmp_path: Path) -> None:
     config = GatewayConfig(state_dir=str(tmp_path), websocket=WebSocketConfig(enabled=False))
     first = Gateway(config, ())
