@@ -123,6 +123,7 @@ def run_gateway(arguments: argparse.Namespace) -> int:
         update={"state_dir": None if state.path is None else str(state.path)}
     )
     configure_logging(config.logging)
+    gateway = Gateway(config, OUTPUTS)  # a mistake in the config stops it here, in one line
     if state.path is None:
         logger.warning(
             "--no-state: nothing is kept on disk: a restart starts seq again at 1 and loses "
@@ -130,7 +131,7 @@ def run_gateway(arguments: argparse.Namespace) -> int:
         )
     else:
         logger.info("state kept in %s (%s)", state.path, state.origin)
-    asyncio.run(serve(Gateway(config, OUTPUTS)))
+    asyncio.run(serve(gateway))
     return 0
 
 
