@@ -68,13 +68,13 @@ class _Work(NamedTuple):
 class JournalStore:
     """The journal's sequence number and newest ``history`` messages, in the file ``path``.
 
-    Each commit reserves the ``reserve`` numbers after the last one (default
-    :data:`RESERVE`). :attr:`last_seq` is the number to go on from, :attr:`entries` the history the
+    :attr:`last_seq` is the number to go on from, :attr:`entries` the history the
     previous runs left and :attr:`uncertain` the numbers that runs which stopped
     uncleanly may have given to messages that are not in it. Hand every new message to
     :meth:`append` (from one thread), and call :meth:`close` at the end: only then is
-    the stop clean. Raise :class:`~protocol.errors.ConfigError` if the file is taken by
-    another gateway or its folder cannot be made.
+    the stop clean. Each commit reserves the ``reserve`` numbers after its last one
+    (default :data:`RESERVE`). Raise :class:`~protocol.errors.ConfigError` if the file
+    is taken by another gateway, or it or its folder cannot be made.
 
     If the disk refuses to write, numbering goes on regardless (never blocked), and it
     is logged: should the gateway then be killed before a write succeeds, the numbers
@@ -188,8 +188,9 @@ class JournalStore:
 
     def _reserve(self, uncertain: Span | None) -> int:
         """Write, before any number is given, that this run numbers on from
-        :attr:`last_seq` (after ``uncertain``, the newest span of numbers skipped) and has
-        not stopped cleanly; return the reserved bound now on disk."""
+        :attr:`last_seq` and has not stopped cleanly, with ``uncertain``, the newest span
+        of skipped numbers (written again if it is an old one); return the reserved bound
+        now on disk."""
         database = self._database
         start = self.last_seq
         reserved = start + self.reserve
