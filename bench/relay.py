@@ -436,7 +436,9 @@ async def end_to_end(arguments: argparse.Namespace, children: Children, folder: 
     config = folder / "gateway.toml"
     queue_size = max(100_000, int(rate * (arguments.warmup + arguments.duration + 60)))
     gateway_config(config, link, port, queue_size)
-    gateway = await children.start("tgw", [BIN / "tgw", "run", "-c", config], control=False)
+    # tgw run's default, state on disk, but in the bench's own folder, not the home's.
+    tgw: list[str | Path] = [BIN / "tgw", "run", "-c", config, "--state-dir", folder / "state"]
+    gateway = await children.start("tgw", tgw, control=False)
 
     async def online() -> bool:
         try:

@@ -230,8 +230,9 @@ class GatewayConfig(ConfigDocument):
     """Seconds a shutdown may take, whatever the broker and the clients do."""
     state_dir: str | None = None
     """Where what survives a restart is kept: the sequence number and the history clients
-    resume from (``journal.sqlite``), MQTT's outbox (``mqtt-outbox.sqlite``); None:
-    nothing survives."""
+    resume from (``journal.sqlite``), MQTT's outbox (``mqtt-outbox.sqlite``). None:
+    ``tgw run`` chooses a default (:func:`gateway.commands.run.choose_state_dir`); a
+    :class:`~gateway.runtime.gateway.Gateway` given None keeps nothing."""
     sources: tuple[SourceConfig, ...] = ()
     websocket: WebSocketConfig = WebSocketConfig()
     http: HttpConfig = HttpConfig()

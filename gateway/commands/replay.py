@@ -85,7 +85,8 @@ def add_replay_command(commands: Any) -> None:
         type=Path,
         metavar="FILE",
         help="a gateway TOML file whose outputs (websocket, http, mqtt, file) and logging "
-        "to use (its sources and capture are not read)",
+        "to use (its sources, capture, state_dir and [mqtt] outbox are not: a replay keeps "
+        "nothing on disk)",
     )
     add_port_option(parser, default=None, what="default: the config's, else 8765")
     add_mqtt_option(
@@ -113,6 +114,7 @@ def run_replay(arguments: argparse.Namespace) -> int:
         logger.info(
             "replay: the %d source(s) of %s are not read", len(config.sources), arguments.config
         )
+    logger.info("replay: nothing is kept on disk (no state directory, MQTT's outbox in memory)")
     speed = None if arguments.fast else arguments.speed
     sources = _sources(arguments, speed)
     config = config.model_copy(update={"sources": tuple(sources)})
@@ -140,6 +142,10 @@ def _outputs(arguments: argparse.Namespace) -> GatewayConfig:
         )
     # The capture's own settings are not wanted for a replay.
     updates["capture"] = config.capture.model_copy(update={"directory": None, "devices": ()})
+    # Nor its state: a replay numbers from 1, keeps nothing, and leaves the live
+    # gateway's files (its seq, history and outbox) alone rather than take them.
+    updates["state_dir"] = None
+    updates["mqtt"] = updates.get("mqtt", config.mqtt).model_copy(update={"outbox": None})
     return config.model_copy(update=updates)
 
 

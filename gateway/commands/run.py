@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import pwd
+import re
 import socket
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +32,10 @@ from gateway.config import (
 from gateway.logs import configure_logging
 from gateway.outputs.registry import OUTPUTS
 from gateway.runtime.gateway import Gateway
+from protocol.errors import ConfigError
 from protocol.schema import load_schema
 
-__all__ = ["add_demo_command", "add_run_command"]
+__all__ = ["StateDir", "add_demo_command", "add_run_command", "choose_state_dir"]
 
 logger = logging.getLogger("gateway")
 
@@ -59,12 +65,22 @@ def add_run_command(commands: Any) -> None:
         help="record every byte the sources read into capture files in DIR (all devices, "
         "unless the config's [capture] devices says which); overrides [capture] directory",
     )
-    parser.add_argument(
+    state = parser.add_mutually_exclusive_group()
+    state.add_argument(
         "--state-dir",
         metavar="DIR",
         help="keep in DIR what survives a restart: the sequence number and the history "
         "clients resume from (journal.sqlite) and, with MQTT on, its outbox "
-        "(mqtt-outbox.sqlite); overrides the config's state_dir",
+        "(mqtt-outbox.sqlite). Default: the config's state_dir, else $STATE_DIRECTORY "
+        "(systemd's StateDirectory=), else $XDG_STATE_HOME/tgw/NAME (~/.local/state/tgw/NAME), "
+        "NAME being the config file's name without .toml; the log says which. Two gateways "
+        "need two directories",
+    )
+    state.add_argument(
+        "--no-state",
+        action="store_true",
+        help="keep nothing on disk: after a restart seq starts again at 1, the history is "
+        "empty and MQTT's outbox (in memory, unless [mqtt] outbox names a file) is lost",
     )
     parser.set_defaults(run=run_gateway)
 
@@ -96,11 +112,78 @@ def run_gateway(arguments: argparse.Namespace) -> int:
     if arguments.capture is not None:
         capture = config.capture.model_copy(update={"directory": arguments.capture})
         config = config.model_copy(update={"capture": capture})
-    if arguments.state_dir is not None:
-        config = config.model_copy(update={"state_dir": arguments.state_dir})
+    state = choose_state_dir(
+        config,
+        arguments.config,
+        option=arguments.state_dir,
+        keep=not arguments.no_state,
+        environ=os.environ,
+    )
+    config = config.model_copy(
+        update={"state_dir": None if state.path is None else str(state.path)}
+    )
     configure_logging(config.logging)
-    asyncio.run(serve(Gateway(config, OUTPUTS)))
+    gateway = Gateway(config, OUTPUTS)  # a mistake in the config stops it here, in one line
+    if state.path is None:
+        logger.warning(
+            "--no-state: nothing is kept on disk: a restart starts seq again at 1 and loses "
+            "the history and MQTT's outbox (unless [mqtt] outbox names a file)"
+        )
+    else:
+        logger.info("state kept in %s (%s)", state.path, state.origin)
+    asyncio.run(serve(gateway))
     return 0
+
+
+@dataclass(frozen=True)
+class StateDir:
+    """Where ``tgw run`` keeps what survives a restart (None: nowhere), and why there."""
+
+    path: Path | None
+    origin: str
+
+
+def choose_state_dir(
+    config: GatewayConfig,
+    config_path: Path,
+    *,
+    option: str | None,
+    keep: bool,
+    environ: Mapping[str, str],
+) -> StateDir:
+    """``--state-dir``, else the config's ``state_dir``, else ``$STATE_DIRECTORY`` (its
+    first path), else ``$XDG_STATE_HOME/tgw/<config file's stem>``; nowhere unless
+    ``keep``. Raise ConfigError when there is no home to put the default in."""
+    if not keep:
+        return StateDir(None, "--no-state")
+    if option is not None:
+        return StateDir(Path(option), "--state-dir")
+    if config.state_dir is not None:
+        return StateDir(Path(config.state_dir), f"state_dir in {config_path}")
+    systemd = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return StateDir(Path(systemd), "$STATE_DIRECTORY")
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", config_path.stem) or "gateway"
+    default = f"the default for {config_path}"
+    xdg = environ.get("XDG_STATE_HOME", "")
+    if Path(xdg).is_absolute():  # the specification: a relative path is to be ignored
+        return StateDir(Path(xdg) / "tgw" / name, f"{default}, under $XDG_STATE_HOME")
+    home = environ.get("HOME") or _home_of_user()
+    if home is None or not Path(home).is_absolute():
+        raise ConfigError(
+            config_path,
+            "state_dir",
+            "no default state directory (no $HOME, no $XDG_STATE_HOME): "
+            "pass --state-dir DIR, or --no-state",
+        )
+    return StateDir(Path(home) / ".local" / "state" / "tgw" / name, default)
+
+
+def _home_of_user() -> str | None:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        return None
 
 
 def _broker_answers(host: str, port: int) -> bool:
@@ -112,7 +195,8 @@ def _broker_answers(host: str, port: int) -> bool:
 
 
 def run_demo(arguments: argparse.Namespace) -> int:
-    """``tgw demo``: fwsim on a PTY and a gateway reading it."""
+    """``tgw demo``: fwsim on a PTY and a gateway reading it, its state in a temporary
+    directory (the demo shows the real path, disk outbox included, and leaves nothing)."""
     configure_logging(LoggingConfig())
     with tempfile.TemporaryDirectory(prefix="tgw-demo-") as folder:
         link = Path(folder) / "ttyDEMO"
@@ -122,7 +206,10 @@ def run_demo(arguments: argparse.Namespace) -> int:
             logger.info("MQTT broker found on %s:%s", host, port)
         else:
             logger.warning("no MQTT broker answers on %s:%s: running without MQTT", host, port)
+        state = Path(folder) / "state"
+        logger.info("state kept in %s (a temporary directory, removed at exit)", state)
         config = GatewayConfig(
+            state_dir=str(state),
             sources=(SerialSourceConfig(device=DEMO_DEVICE, path=str(link)),),
             websocket=WebSocketConfig(host="127.0.0.1", port=arguments.port),
             mqtt=MqttConfig(enabled=mqtt_on, host=host, port=port, client_id="tgw-demo"),

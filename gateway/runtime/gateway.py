@@ -63,6 +63,7 @@ class Gateway:
     def __init__(self, config: GatewayConfig, outputs: Sequence[OutputFactory]) -> None:
         self.config = config
         self.metrics = GatewayMetrics()
+        self.schemas = _load_schemas(config)  # before the journal's file is taken
         store = None
         if config.state_dir is not None:
             store = JournalStore(
@@ -71,7 +72,6 @@ class Gateway:
                 source=config.source,
             )
         self.journal = Journal(history=config.websocket.history, store=store)
-        self.schemas = _load_schemas(config)
         self.sources: dict[str, Source] = {}
         self._encoders: dict[str, FrameEncoder] = {}
         self._command_sequence: dict[str, int] = {}
@@ -300,6 +300,7 @@ class Gateway:
         except BaseException:
             deadline = asyncio.get_running_loop().time() + self.config.shutdown_timeout
             await asyncio.gather(*(output.close(deadline) for output in started))
+            await asyncio.to_thread(self.journal.close)  # a clean stop: number on next time
             raise
 
     async def _read_until(self, stop: asyncio.Event) -> None:

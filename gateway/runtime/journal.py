@@ -2,22 +2,23 @@
 
 Every output gets the same :class:`Published` message: the envelope with its gateway
 sequence number, and its JSON bytes, made once. A subscriber that reconnects asks
-:meth:`Journal.since` for what it missed. With a :class:`JournalStore`, the numbering
-and the history go on across restarts.
+:meth:`Journal.since` for what it missed, and learns what it cannot have. With a
+:class:`JournalStore`, the numbering and the history go on across restarts.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import itertools
 from collections import deque
 from typing import NamedTuple
 
 from gateway.runtime.envelope import Envelope
-from gateway.runtime.journal_store import JournalStore
+from gateway.runtime.journal_store import JournalStore, Span
 from gateway.runtime.status import DeviceStatus
 
-__all__ = ["HistoryEntry", "Journal", "Published"]
+__all__ = ["Gap", "HistoryEntry", "Journal", "Published", "Resume", "Span"]
 
 HistoryEntry = tuple[int, str, bytes]
 """``(seq, topic, payload)``: one published message as the history keeps it."""
@@ -40,6 +41,46 @@ class Published(NamedTuple):
         return self.envelope.topic
 
 
+class Gap(NamedTuple):
+    """Numbers ``first`` to ``last`` a resuming client cannot have: evicted from the
+    history, or (``uncertain``) skipped after an unclean stop, when some of them may have
+    been given to messages that were never kept."""
+
+    first: int
+    last: int
+    uncertain: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Resume:
+    """What :meth:`Journal.since` has for a client that saw everything up to ``since``."""
+
+    since: int
+    last: int
+    """The journal's last seq: live messages go on after it."""
+    oldest: int
+    """The oldest seq in the history (``last + 1`` if it is empty)."""
+    entries: list[HistoryEntry]
+    """The history after ``since`` (all of it when ``since`` is ahead of ``last``)."""
+    gaps: tuple[Gap, ...]
+    """The numbers after ``since`` that are not in ``entries``, in order."""
+
+    @property
+    def ahead(self) -> bool:
+        """``since`` is ahead of :attr:`last`: the client saw a run whose numbering is lost."""
+        return self.since > self.last
+
+    @property
+    def complete(self) -> bool:
+        """Nothing after ``since`` is missing."""
+        return not self.gaps and not self.ahead
+
+    @property
+    def first(self) -> int:
+        """The first seq the client gets, from the history or live."""
+        return self.entries[0][0] if self.entries else self.last + 1
+
+
 class Journal:
     """Numbers messages, keeps the newest ``history`` of them and each device's latest status.
 
@@ -53,9 +94,11 @@ class Journal:
         self._statuses: dict[str, DeviceStatus] = {}
         self._seq = 0
         self._store = store
+        self._uncertain: tuple[Span, ...] = ()
         if store is not None:  # what the previous run left: number on from it
             self._history.extend(store.entries)
             self._seq = store.last_seq
+            self._uncertain = tuple(store.uncertain)
 
     def close(self) -> None:
         """Make the numbers and history last, if the journal has a store; it may block."""
@@ -92,20 +135,35 @@ class Journal:
         """The latest status of each device that has one, by device: a copy."""
         return dict(self._statuses)
 
-    def since(self, seq: int) -> tuple[list[HistoryEntry], bool]:
-        """The history entries after ``seq``, and whether none of them was lost.
+    def since(self, seq: int) -> Resume:
+        """The history after ``seq``, and the numbers after it that it cannot give.
 
-        The flag is False when messages after ``seq`` were already evicted from the
-        history (a gap: the caller should say so), and also when ``seq`` is ahead of
-        :attr:`last_seq` (the client saw an earlier run of the gateway): then the whole
-        history is returned.
+        Numbers are missing when they were evicted from the history, and when a run that
+        stopped uncleanly skipped them (:class:`JournalStore`): the caller should say so.
+        A ``seq`` ahead of :attr:`last_seq` comes from a client that saw an earlier run
+        whose numbering is lost: then the whole history is returned.
         """
         if seq < 0:
             raise ValueError(f"seq {seq}, expected 0 or more")
         history = self._history
-        if seq >= self._seq:
-            return ([], True) if seq == self._seq else (list(history), False)
-        oldest = self.oldest_seq
-        if seq + 1 < oldest:
-            return list(history), False
-        return list(itertools.islice(history, seq + 1 - oldest, None)), True
+        last, oldest = self._seq, self.oldest_seq
+        if seq > last:
+            return Resume(seq, last, oldest, list(history), ())
+        start = bisect.bisect_right(history, seq, key=lambda entry: entry[0])
+        entries = list(itertools.islice(history, start, None))
+        return Resume(seq, last, oldest, entries, self._gaps(seq, oldest))
+
+    def _gaps(self, seq: int, oldest: int) -> tuple[Gap, ...]:
+        """The numbers after ``seq`` missing from the history: before ``oldest``, or skipped."""
+        gaps: list[Gap] = []
+        cursor = seq + 1  # the first number not yet accounted for
+        for span in self._uncertain:
+            if span.last < cursor:
+                continue
+            if cursor < min(span.first, oldest):
+                gaps.append(Gap(cursor, min(span.first, oldest) - 1, uncertain=False))
+            gaps.append(Gap(max(cursor, span.first), span.last, uncertain=True))
+            cursor = span.last + 1
+        if cursor < oldest:
+            gaps.append(Gap(cursor, oldest - 1, uncertain=False))
+        return tuple(gaps)

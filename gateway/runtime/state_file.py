@@ -22,17 +22,31 @@ logger = logging.getLogger(__name__)
 
 Work = TypeVar("Work")
 
+UNREADABLE = {11, 26}
+"""SQLite's primary result codes for a file that is no database to us: SQLITE_CORRUPT,
+SQLITE_NOTADB. Any other error (a full disk, permissions) says nothing of the file."""
+
 
 def open_state_file(
-    path: Path, schema: str, *, what: str, source: str, key: str
+    path: Path,
+    schema: str,
+    *,
+    what: str,
+    source: str,
+    key: str,
+    in_use: str = "give each its own",
+    unusable: str = "free some space or fix its permissions, or choose another file",
 ) -> sqlite3.Connection:
     """Open (or make) the SQLite file ``path`` with the tables of ``schema``, for this
     process alone, in autocommit mode (callers say BEGIN and COMMIT).
 
-    A file that is not a readable database is moved aside as ``<name>.corrupt-<UTC time>``
-    and an ERROR says where (``what`` names it: "mqtt outbox"); an empty one is made in
-    its place. Raise :class:`~protocol.errors.ConfigError` naming ``source`` and ``key``
-    when the folder cannot be made or another process holds the file.
+    A file that is not a database, or a corrupt one, is moved aside as
+    ``<name>.corrupt-<UTC time>`` and an ERROR says where (``what`` names it: "mqtt
+    outbox"); an empty one is made in its place. Raise
+    :class:`~protocol.errors.ConfigError` naming ``source`` and ``key`` when the folder
+    cannot be made, another process holds the file (``in_use`` then says what to do),
+    or the file cannot be made or written (a full disk, permissions: ``unusable``); such
+    a file is left as it is.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,8 +59,10 @@ def open_state_file(
     except sqlite3.DatabaseError as exc:
         if "locked" in str(exc):
             raise ConfigError(
-                source, key, f"{path} is in use by another gateway: give each its own"
+                source, key, f"{path} is in use by another gateway: {in_use}"
             ) from exc
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in UNREADABLE:
+            raise ConfigError(source, key, f"cannot use {path} ({exc}): {unusable}") from exc
         aside = _move_aside(path)
         logger.error(
             "%s %s cannot be read (%s): moved aside to %s, starting empty",

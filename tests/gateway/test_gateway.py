@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -481,6 +482,9 @@ def test_demo_serves_healthz_and_telemetry(
             process.stderr.close()
     assert ("running without MQTT" in log) is not with_broker
     assert "Traceback" not in log
+    state = re.search(r"state kept in (\S+) \(a temporary directory, removed at exit\)", log)
+    assert state, log
+    assert not Path(state[1]).exists()
 
 
 def test_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:

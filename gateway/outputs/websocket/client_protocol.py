@@ -20,6 +20,7 @@ import orjson
 
 from gateway.outputs.websocket.auth import Role
 from gateway.outputs.websocket.ratelimit import TokenBucket
+from gateway.runtime.journal import Resume
 from gateway.runtime.topics import validate_filter
 from protocol.records import json_default
 
@@ -249,24 +250,28 @@ def command_failed(request: Command, reason: str) -> ClientError:
     return ClientError(ErrorCode.COMMAND_FAILED, reason, request.id)
 
 
-def history_gap(request: Subscribe, *, last: int, oldest: int) -> ClientError:
-    """The history does not reach back to ``request.since``: replaying from ``oldest``.
+def history_gap(request: Subscribe, resume: Resume) -> ClientError:
+    """The journal cannot give everything after ``request.since`` (:class:`Resume` says
+    what is missing and why); what it has is replayed.
 
-    ``last`` is the latest sequence number: a ``since`` ahead of it comes from a client
-    that saw an earlier run of the gateway.
+    A ``since`` ahead of the latest sequence number comes from a client that saw an
+    earlier run of the gateway.
     """
-    since = request.since
-    if since is not None and since > last:
+    if resume.ahead:
         message = (
-            f"seq {since} is ahead of the gateway's last seq {last}: the gateway restarted, "
-            f"replaying from seq {oldest}"
+            f"seq {resume.since} is ahead of the gateway's last seq {resume.last}: the gateway "
+            f"restarted, replaying from seq {resume.oldest}"
         )
     else:
-        message = (
-            f"messages {(since or 0) + 1} to {oldest - 1} are no longer in the history, "
-            f"replaying from seq {oldest}"
+        missing = "; ".join(
+            f"messages {gap.first} to {gap.last} may have been numbered before the gateway "
+            "stopped uncleanly and are not in the history"
+            if gap.uncertain
+            else f"messages {gap.first} to {gap.last} are no longer in the history"
+            for gap in resume.gaps
         )
-    return ClientError(ErrorCode.HISTORY_GAP, message, request.id, oldest=oldest)
+        message = f"{missing}, replaying from seq {resume.first}"
+    return ClientError(ErrorCode.HISTORY_GAP, message, request.id, oldest=resume.oldest)
 
 
 # What the server sends.

@@ -334,19 +334,17 @@ class WebSocketServer:
             except ValueError as exc:
                 await self._write_error(client, bad_filter(request, str(exc)))
                 return
-            through, oldest = journal.last_seq, journal.oldest_seq
-            since = request.since
-            entries, complete = journal.since(since) if since is not None else ([], True)
+            resume = journal.since(request.since) if request.since is not None else None
             await self._write(client, subscribed_reply(request, subscriber.filters))
-            if since is None:
+            if resume is None:
                 return
-            if not complete:
-                await self._write_error(client, history_gap(request, last=through, oldest=oldest))
-            for _seq, topic, payload in entries:
+            if not resume.complete:
+                await self._write_error(client, history_gap(request, resume))
+            for _seq, topic, payload in resume.entries:
                 if subscriber.matches(topic):
                     await client.connection.send(payload, text=True)
                     sent += 1
-            client.replayed_through = max(client.replayed_through, through)
+            client.replayed_through = max(client.replayed_through, resume.last)
         self._metrics.websocket_sent.inc(sent)
 
     async def _command(self, client: _Client, request: Command) -> None:

@@ -32,6 +32,7 @@ from gateway.outputs.websocket.client_protocol import (
     unsubscribed_reply,
 )
 from gateway.outputs.websocket.ratelimit import TokenBucket
+from gateway.runtime.journal import Gap, Resume
 
 MAX = 256
 """max_message_size of the protocols under test."""
@@ -201,7 +202,8 @@ def test_commands_are_rate_limited_by_the_connections_bucket() -> None:
 
 def test_errors_the_server_finds_out() -> None:
     subscribe = Subscribe(("#",), 2, RequestId(9))
-    gap = history_gap(subscribe, last=10, oldest=6)
+    entries = [(seq, "node-1/environment", b"{}") for seq in range(6, 11)]
+    gap = history_gap(subscribe, Resume(2, 10, 6, entries, (Gap(3, 5, uncertain=False),)))
     assert reply(error_reply(gap)) == {
         "type": "error",
         "code": "history_gap",
@@ -209,10 +211,19 @@ def test_errors_the_server_finds_out() -> None:
         "oldest": 6,
         "id": 9,
     }
-    ahead = history_gap(Subscribe(("#",), 50), last=10, oldest=1)
+    ahead = history_gap(Subscribe(("#",), 50), Resume(50, 10, 1, entries, ()))
     assert ahead.code is ErrorCode.HISTORY_GAP
     assert "seq 50 is ahead of the gateway's last seq 10" in ahead.message
     assert ahead.oldest == 1
+    # After an unclean stop: numbers skipped, some perhaps given, none kept.
+    skipped = (Gap(3, 5, uncertain=False), Gap(11, 1000010, uncertain=True))
+    after_crash = history_gap(subscribe, Resume(2, 1000010, 6, entries, skipped))
+    assert after_crash.message == (
+        "messages 3 to 5 are no longer in the history; messages 11 to 1000010 may have been "
+        "numbered before the gateway stopped uncleanly and are not in the history, "
+        "replaying from seq 6"
+    )
+    assert after_crash.oldest == 6
     too_many = bad_filter(subscribe, "101 filters, expected at most 100")
     assert (too_many.code, too_many.id) == (ErrorCode.BAD_FILTER, RequestId(9))
     failed = command_failed(Command("node-9", "ping", {}, RequestId("c")), "no device 'node-9'")

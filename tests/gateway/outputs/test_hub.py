@@ -101,7 +101,7 @@ def test_one_serialisation_shared_by_every_subscriber(metrics: GatewayMetrics, m
     published = relay.publish(make("node-1"))
     ((seq1, payload1),) = take(first, 1)
     ((seq2, payload2),) = take(second, 1)
-    (entry,) = relay.journal.since(0)[0]
+    (entry,) = relay.journal.since(0).entries
     assert seq1 == seq2 == entry[0] == published.seq == 1
     assert payload1 is payload2
     assert payload1 is entry[2]

@@ -147,7 +147,7 @@ def test_a_disk_that_refuses_mid_run_suspends_the_capture_not_the_gateway(
 
     with simulator("--link", link, *FAST):
         process = subprocess.Popen(
-            [str(TGW), "run", "-c", str(config)],
+            [str(TGW), "run", "-c", str(config), "--no-state"],  # no file of it may grow
             stderr=subprocess.PIPE,
             text=True,
             preexec_fn=limit_file_size,  # noqa: PLW1509 - only setrlimit, before exec
@@ -318,6 +318,9 @@ def test_replay_of_raw_and_hex_dumps_with_a_config_and_a_profile(
     config = write_config(
         tmp_path / "outputs.toml", free_port(), mosquitto.port, node_source(tmp_path / "unused")
     )
+    # A replay keeps nothing: not the live gateway's state, nor its outbox.
+    state = f'state_dir = "{tmp_path / "state"}"\n'
+    config.write_text(state + config.read_text(encoding="utf-8"), encoding="utf-8")
     with Subscriber(mosquitto, "tgw/+/+") as subscriber:
         result = run(
             "tgw", "replay", raw, text, "-c", config, "--fast", "--profile", "addressed-crc16"
@@ -325,6 +328,11 @@ def test_replay_of_raw_and_hex_dumps_with_a_config_and_a_profile(
         assert "replay finished" in result.stderr
         subscriber.wait_until(lambda _: len(envelopes(subscriber)) >= 65, "both replays")
         got = envelopes(subscriber)
+        seqs = sorted(
+            json.loads(m.payload)["seq"]
+            for m in subscriber.messages
+            if not m.topic.endswith("/status")
+        )
     by_device = {
         device: [m for m in got if m["device"] == device] for device in ("bench-a", "bench-b")
     }
@@ -332,6 +340,8 @@ def test_replay_of_raw_and_hex_dumps_with_a_config_and_a_profile(
     assert len(by_device["bench-b"]) == 25
     assert all(m["sequence"] is not None for m in got)  # the profile's sequence field
     assert [m["sequence"] for m in by_device["bench-a"]] == [i % 256 for i in range(40)]
+    assert seqs == list(range(1, 66))
+    assert not (tmp_path / "state").exists()
 
 
 def test_a_disk_slower_than_the_device_loses_bytes_counted_and_marked_by_gaps(

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from gateway.runtime.envelope import Envelope
-from gateway.runtime.journal import Journal
+from gateway.runtime.journal import Gap, Journal, Resume
 from gateway.runtime.status import DeviceStatus
 from protocol.events import Frame
 
@@ -27,8 +27,9 @@ def test_append_numbers_messages_from_one() -> None:
     published = [journal.append(envelope()) for _ in range(3)]
     assert [item.seq for item in published] == [1, 2, 3]
     assert journal.last_seq == 3
-    entries, complete = journal.since(0)
-    assert complete
+    resume = journal.since(0)
+    assert resume.complete
+    entries = resume.entries
     assert [(seq, topic) for seq, topic, _ in entries] == [
         (1, "node-1/environment"),
         (2, "node-1/environment"),
@@ -43,29 +44,37 @@ def test_append_numbers_messages_from_one() -> None:
     assert record["fields"]["humidity"] == pytest.approx(40.0)
 
 
+def seqs(resume: Resume) -> list[int]:
+    return [seq for seq, _, _ in resume.entries]
+
+
 def test_history_is_bounded_and_since_reports_gaps() -> None:
     journal = Journal(history=5)
-    assert journal.since(0) == ([], True)
+    assert journal.since(0).complete
+    assert journal.since(0).entries == []
     for _ in range(12):
         journal.append(envelope())
     assert journal.oldest_seq == 8
-    entries, complete = journal.since(0)
-    assert [seq for seq, _, _ in entries] == [8, 9, 10, 11, 12]
-    assert not complete
-    entries, complete = journal.since(6)
-    assert [seq for seq, _, _ in entries] == [8, 9, 10, 11, 12]
-    assert not complete
-    entries, complete = journal.since(7)
-    assert [seq for seq, _, _ in entries] == [8, 9, 10, 11, 12]
-    assert complete
-    entries, complete = journal.since(10)
-    assert [seq for seq, _, _ in entries] == [11, 12]
-    assert complete
-    assert journal.since(12) == ([], True)
+    resume = journal.since(0)
+    assert seqs(resume) == [8, 9, 10, 11, 12]
+    assert resume.gaps == (Gap(1, 7, uncertain=False),)
+    assert not resume.complete
+    resume = journal.since(6)
+    assert seqs(resume) == [8, 9, 10, 11, 12]
+    assert resume.gaps == (Gap(7, 7, uncertain=False),)
+    resume = journal.since(7)
+    assert seqs(resume) == [8, 9, 10, 11, 12]
+    assert resume.complete
+    resume = journal.since(10)
+    assert seqs(resume) == [11, 12]
+    assert resume.complete
+    assert journal.since(12).complete
+    assert journal.since(12).entries == []
     # Ahead of the last seq: the client saw an earlier run of the gateway.
-    entries, complete = journal.since(500)
-    assert [seq for seq, _, _ in entries] == [8, 9, 10, 11, 12]
-    assert not complete
+    resume = journal.since(500)
+    assert seqs(resume) == [8, 9, 10, 11, 12]
+    assert resume.ahead
+    assert not resume.complete
     with pytest.raises(ValueError, match="seq -1"):
         journal.since(-1)
 
@@ -73,8 +82,8 @@ def test_history_is_bounded_and_since_reports_gaps() -> None:
 def test_no_history() -> None:
     journal = Journal(history=0)
     journal.append(envelope())
-    assert journal.since(0) == ([], False)
-    assert journal.since(1) == ([], True)
+    assert journal.since(0).gaps == (Gap(1, 1, uncertain=False),)
+    assert journal.since(1).complete
     assert journal.oldest_seq == 2
 
 
@@ -91,4 +100,4 @@ def test_the_latest_status_of_each_device_is_kept() -> None:
     statuses.clear()
     assert len(journal.statuses()) == 2  # a copy
     assert journal.last_seq == 0
-    assert journal.since(0) == ([], True)
+    assert journal.since(0).complete
