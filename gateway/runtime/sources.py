@@ -439,6 +439,10 @@ class LinkSource:
                 if session.silence_deadline != deadline:
                     deadline = session.silence_deadline
                     silence.reschedule(deadline)
+                # read() returns at once while the stream holds bytes: without this,
+                # a source that is behind would hold the loop, and MQTT, the clients
+                # and the other sources would wait until it caught up
+                await asyncio.sleep(0)
         except OSError as exc:
             return self._link.lost(exc)
         return self._link.lost(None)
