@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.outputs.outbox import Entry, MemoryOutbox, OutboundMessage
-from gateway.runtime.state_file import Committer, open_state_file
+from gateway.runtime.state_file import Committer, insert_rows, open_state_file
 
 __all__ = ["DiskOutbox"]
 
@@ -156,7 +156,7 @@ class DiskOutbox(MemoryOutbox):
             database = self._database
             database.execute("BEGIN")
             database.execute("DELETE FROM messages WHERE id <= ?", (deleted_through,))
-            database.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)", rows)
+            insert_rows(database, "INSERT", "messages", rows)
             database.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):

@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import NamedTuple
 
-from gateway.runtime.state_file import Committer, open_state_file
+from gateway.runtime.state_file import Committer, insert_rows, open_state_file
 
 __all__ = ["RESERVE", "JournalStore", "Span"]
 
@@ -236,7 +236,7 @@ class JournalStore:
         try:
             database.execute("BEGIN")
             if rows:
-                database.executemany("INSERT OR REPLACE INTO history VALUES (?, ?, ?)", rows)
+                insert_rows(database, "INSERT OR REPLACE", "history", rows)
                 database.execute(
                     "DELETE FROM history WHERE seq < "
                     "(SELECT seq FROM history ORDER BY seq DESC LIMIT 1 OFFSET ?)",

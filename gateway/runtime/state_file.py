@@ -10,13 +10,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Generic, TypeVar
 
 from protocol.errors import ConfigError, os_error_reason
 
-__all__ = ["Committer", "open_state_file"]
+__all__ = ["Committer", "insert_rows", "open_state_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,32 @@ def _move_aside(path: Path) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.replace(f"{path}{suffix}", f"{aside}{suffix}")
     return aside
+
+
+INSERT_CHUNK_VARIABLES = 1_500
+"""Values bound per INSERT statement at most: binding holds the interpreter lock, the
+statement runs without it, so the event loop gets it back between statements."""
+
+
+def insert_rows(
+    database: sqlite3.Connection, verb: str, table: str, rows: Sequence[tuple[object, ...]]
+) -> None:
+    """``verb`` (``INSERT`` or ``INSERT OR REPLACE``) ``rows`` into ``table``, many rows
+    per statement.
+
+    ``executemany`` runs one statement per row, taking the interpreter lock back for each:
+    while the event loop is busy, a commit of 1,000 rows then took 266 ms of wall time
+    for 24 ms of CPU (measured), and the commit window grew with it.
+    """
+    if not rows:
+        return
+    width = len(rows[0])
+    chunk = max(1, INSERT_CHUNK_VARIABLES // width)
+    one = "(" + ", ".join("?" * width) + ")"
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        statement = f"{verb} INTO {table} VALUES {', '.join([one] * len(part))}"
+        database.execute(statement, [value for row in part for value in row])
 
 
 class Committer(Generic[Work]):
