@@ -1,9 +1,10 @@
 """What the WebSocket output uses of websockets beyond its public API, all of it here.
 
-The fan-out writes a message straight into a connection's Sans-I/O protocol, as
-``websockets.broadcast`` does, and writes everything framed for one connection in a
-loop turn with one system call (``broadcast`` makes one per frame): that is why it
-outruns ``broadcast``. It reaches into the asyncio connection (``protocol``,
+The fan-out frames a message once for every connection that negotiated no extension
+(an unmasked text frame is the same bytes for all of them; websockets frames it again
+for each), and writes everything framed for one connection in a loop turn with one
+system call (``broadcast`` makes one per frame): that is why it outruns ``broadcast``.
+It reaches into the asyncio connection (``protocol`` and its ``extensions``,
 ``transport``, ``paused``, ``send_in_progress``, ``drain``), which websockets does not
 document and may change in any release: :func:`missing` lists what a connection
 lacks, and a test fails on it naming what changed. pyproject.toml pins websockets to
@@ -22,7 +23,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 from websockets.version import version as websockets_version
 
-__all__ = ["DirectWriter", "missing"]
+__all__ = ["DirectWriter", "missing", "text_frame"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +44,12 @@ class DirectWriter:
         self._connection = connection
         self._batch = batch
         self._unflushed = 0
+        self._framed: list[bytes] = []
+        """Frames of this turn made here, not by the protocol: written at the flush."""
         problems = missing(connection)
         self._direct = not problems
+        self._shared = self._direct and not connection.protocol.extensions
+        """Frames can be shared: no extension (compression) makes them this connection's."""
         if problems:
             _report(tuple(problems))
 
@@ -64,10 +69,13 @@ class DirectWriter:
             or connection.send_in_progress is not None
         ):
             return False
-        try:
-            connection.protocol.send_text(payload)
-        except Exception:
-            return False
+        if self._shared:
+            self._framed.append(text_frame(payload))
+        else:
+            try:
+                connection.protocol.send_text(payload)
+            except Exception:
+                return False
         if not self._unflushed:  # one write per connection for a burst of messages
             asyncio.get_running_loop().call_soon(self._flush)
         self._unflushed += 1
@@ -75,8 +83,11 @@ class DirectWriter:
 
     def _flush(self) -> None:
         self._unflushed = 0
+        framed, self._framed = self._framed, []
+        if self._connection.protocol.state is not State.OPEN:
+            framed = []  # closing since: nothing may follow the close frame
         with contextlib.suppress(Exception):  # a failing socket: its handler learns of it
-            _write_out(self._connection)
+            _write_out(self._connection, framed)
 
     async def send(self, payloads: list[bytes]) -> None:
         """Send ``payloads`` as text frames with one write, then wait while the client lags.
@@ -95,20 +106,47 @@ class DirectWriter:
             for payload in payloads:
                 await connection.send(payload, text=True)
             return
-        for payload in payloads:
-            connection.protocol.send_text(payload)
-        _write_out(connection)
+        framed, self._framed = self._framed, []  # this turn's, written first
+        self._unflushed = 0
+        if self._shared:
+            framed += [text_frame(payload) for payload in payloads]
+        else:
+            for payload in payloads:
+                connection.protocol.send_text(payload)
+        _write_out(connection, framed)
         await connection.drain()
 
 
-def _write_out(connection: ServerConnection) -> None:
-    """Write the frames the protocol holds in one ``transport.write``.
+_last = [b"", b"\x81\x00"]
+"""The latest payload framed, and its frame: the hub offers one message to every
+subscriber in a row, so it is framed once."""
+
+
+def text_frame(payload: bytes) -> bytes:
+    """``payload`` as an unmasked, unfragmented text frame (RFC 6455, 5.2), as a server
+    sends it; the payload must be UTF-8 (JSON from orjson is)."""
+    if _last[0] is payload:
+        return _last[1]
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x81, size))
+    elif size < 1 << 16:
+        head = bytes((0x81, 126)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, 127)) + size.to_bytes(8, "big")
+    frame = head + payload
+    _last[:] = (payload, frame)
+    return frame
+
+
+def _write_out(connection: ServerConnection, framed: list[bytes] = []) -> None:  # noqa: B006
+    """Write the frames the protocol holds, then ``framed``, in one ``transport.write``.
 
     ``connection.send_data()`` writes them one by one: a system call per frame while
     the socket takes them, where one call does for a whole burst.
     """
     chunks = connection.protocol.data_to_send()
-    data = b"".join(chunks)
+    data = b"".join(chunks + framed) if framed else b"".join(chunks)
     transport = connection.transport
     if data:
         transport.write(data)
@@ -137,6 +175,7 @@ def missing(connection: ServerConnection) -> list[str]:
         _problem("ServerConnection.protocol", protocol, "state", "State"),
         _problem("ServerConnection.protocol", protocol, "send_text", "function"),
         _problem("ServerConnection.protocol", protocol, "data_to_send", "function"),
+        _problem("ServerConnection.protocol", protocol, "extensions", "list"),
     ]
     problems += [
         _problem("ServerConnection.transport", transport, name, "function")
@@ -157,6 +196,7 @@ def _problem(owner: str, target: object, name: str, kind: str) -> str:
         "coroutine function": inspect.iscoroutinefunction(value),
         "function": callable(value),
         "State": isinstance(value, State),
+        "list": isinstance(value, list),
     }[kind]
     return "" if fits else f"{owner}.{name}: expected a {kind}, got {type(value).__name__}"
 

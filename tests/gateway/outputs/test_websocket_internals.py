@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.frames import Frame, Opcode
 from websockets.version import version as websockets_version
 
 from gateway.outputs.websocket import internals
@@ -32,7 +33,9 @@ def run(main: Callable[[], Awaitable[None]]) -> None:
 
 
 @asynccontextmanager
-async def connected() -> AsyncIterator[tuple[ServerConnection, ClientConnection]]:
+async def connected(
+    compression: str | None = None,
+) -> AsyncIterator[tuple[ServerConnection, ClientConnection]]:
     """A real server connection and the client at its other end, which stops reading
     when it holds one message it was not asked for."""
     accepted: asyncio.Queue[ServerConnection] = asyncio.Queue()
@@ -41,9 +44,10 @@ async def connected() -> AsyncIterator[tuple[ServerConnection, ClientConnection]
         await accepted.put(connection)
         await connection.wait_closed()
 
-    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+    async with serve(handler, "127.0.0.1", 0, compression=compression) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        async with connect(f"ws://127.0.0.1:{port}/", max_queue=1, compression=None) as client:
+        url = f"ws://127.0.0.1:{port}/"
+        async with connect(url, max_queue=1, compression=compression) as client:
             yield await accepted.get(), client
 
 
@@ -114,3 +118,29 @@ def test_without_the_internals_the_writer_falls_back_to_send(
     assert len(errors) == 1  # said once
     assert "ServerConnection.paused: no such attribute" in errors[0]
     assert "falling back" in errors[0]
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+def test_a_shared_frame_is_the_frame_websockets_makes(size: int) -> None:
+    payload = bytes(ord("a") + n % 26 for n in range(size))
+    expected = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+    assert internals.text_frame(payload) == expected
+    assert internals.text_frame(payload) == expected  # again, from the one-frame cache
+
+
+def test_with_compression_each_connection_frames_its_own() -> None:
+    """A connection that negotiated permessage-deflate cannot take a shared frame: the
+    writer goes through its protocol, and what arrives is what was sent, in order."""
+
+    async def main() -> None:
+        async with connected(compression="deflate") as (connection, client):
+            assert connection.protocol.extensions  # negotiated
+            writer = DirectWriter(connection, batch=8)
+            assert writer.write_now(b'{"n": 1}' * 40)
+            await writer.send([b'{"n": 2}' * 40])
+            assert [await client.recv() for _ in range(2)] == [
+                '{"n": 1}' * 40,
+                '{"n": 2}' * 40,
+            ]
+
+    run(main)
