@@ -238,7 +238,7 @@ class MqttPublisher:
         self._dropped = 0
         self._burst = 0
         self._metrics.mqtt_connected.set(0)
-        self._metrics.mqtt_queue_depth.set(len(self._outbox))
+        self._metrics.mqtt_queue_depth.set_function(lambda: len(self._outbox))
         self._metrics.mqtt_inflight.set_function(self._inflight)
         self._metrics.mqtt_outbox_bytes.set_function(lambda: self._outbox.bytes)
         self._metrics.mqtt_outbox_oldest_age.set_function(self._oldest_age)
@@ -529,7 +529,6 @@ class MqttPublisher:
             self._count_drop("invalid")
         self._outbox.acknowledge(entry.ident)
         self._wakeup.set()
-        self._metrics.mqtt_queue_depth.set(len(self._outbox))
         if len(self._outbox) <= self._config.queue_size // 4:
             self._drained.set()
         if not self._outbox and self._burst:
@@ -556,7 +555,6 @@ class MqttPublisher:
                     self._broker,
                 )
             self._burst += dropped
-        self._metrics.mqtt_queue_depth.set(len(self._outbox))
         self._wakeup.set()
 
     def _count_drop(self, reason: str) -> None:

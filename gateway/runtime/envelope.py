@@ -41,6 +41,11 @@ class Envelope:
     """The gateway's sequence number, assigned when it is published (0 until then)."""
     include_raw: bool = False
 
+    def numbered(self, seq: int) -> Envelope:
+        """This envelope with the gateway's sequence number ``seq``."""
+        # dataclasses.replace() costs several times this, once per frame
+        return Envelope(self.device, self.frame, self.received, seq, self.include_raw)
+
     @property
     def topic(self) -> str:
         """``device/message``: what subscribers filter on (and, prefixed, the MQTT topic)."""

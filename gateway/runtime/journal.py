@@ -29,16 +29,13 @@ class Published(NamedTuple):
 
     envelope: Envelope
     payload: bytes
+    topic: str
+    """``device/message``: the envelope's topic, made once."""
 
     @property
     def seq(self) -> int:
         """The gateway sequence number the journal gave it."""
         return self.envelope.seq
-
-    @property
-    def topic(self) -> str:
-        """``device/message``."""
-        return self.envelope.topic
 
 
 class Gap(NamedTuple):
@@ -119,13 +116,13 @@ class Journal:
         """Number ``envelope``, serialise it, keep it in the history. Never waits."""
         self._seq += 1
         seq = self._seq
-        envelope = dataclasses.replace(envelope, seq=seq)
+        envelope = envelope.numbered(seq)
         payload = envelope.to_json()
         topic = envelope.topic
         self._history.append((seq, topic, payload))
         if self._store is not None:
             self._store.append(seq, topic, payload)
-        return Published(envelope, payload)
+        return Published(envelope, payload, topic)
 
     def record_status(self, status: DeviceStatus) -> None:
         """Keep ``status`` as its device's latest."""

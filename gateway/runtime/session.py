@@ -186,12 +186,22 @@ class DeviceSession:
 
     def _decoded(self, decoded: list[Event], now: float, time: float) -> list[SessionEvent]:
         events: list[SessionEvent] = []
+        counts: dict[str, int] = {}  # counted once per read: a counter takes a lock
         for event in decoded:
             match event:
                 case Frame():
+                    message = event.message or UNKNOWN_MESSAGE
+                    counts[message] = counts.get(message, 0) + 1
                     self._frame(event, now, time, events)
                 case StreamError(kind=kind):
                     self._metrics.decode_errors.labels(self.device, kind.value).inc()
+        for message, count in counts.items():
+            counter = self._frame_counters.get(message)
+            if counter is None:
+                counter = self._frame_counters[message] = self._metrics.frames.labels(
+                    self.device, message
+                )
+            counter.inc(count)
         skipped = self._decoder.statistics().bytes_skipped
         if skipped != self._skipped_counted:
             self._bytes_skipped.inc(skipped - self._skipped_counted)
@@ -199,13 +209,6 @@ class DeviceSession:
         return events
 
     def _frame(self, frame: Frame, now: float, time: float, events: list[SessionEvent]) -> None:
-        message = frame.message or UNKNOWN_MESSAGE
-        counter = self._frame_counters.get(message)
-        if counter is None:
-            counter = self._frame_counters[message] = self._metrics.frames.labels(
-                self.device, message
-            )
-        counter.inc()
         self.last_frame = time
         self._last_frame_now = now
         if not self._online:
