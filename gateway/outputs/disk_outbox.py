@@ -80,7 +80,6 @@ class DiskOutbox(MemoryOutbox):
         self._database = open_state_file(
             path, SCHEMA, what="mqtt outbox", source=source, key="mqtt.outbox"
         )
-        self._load()
         self._committer = Committer(
             "mqtt outbox",
             self._database,
@@ -89,6 +88,7 @@ class DiskOutbox(MemoryOutbox):
             take=self._take_work,
             commit=self._commit,
         )
+        self._load()
 
     def __repr__(self) -> str:
         return f"DiskOutbox({self.path}, {len(self)}/{self.capacity} messages)"
@@ -111,9 +111,13 @@ class DiskOutbox(MemoryOutbox):
             self._to_insert.append(entry)
             if len(self._to_insert) >= self.commit_batch:
                 self._committer.wake()
+            else:
+                self._committer.pending()
 
     def _removed_through(self, ident: int) -> None:
-        self._deleted_through = ident  # one int: read by the thread under the lock
+        with self._lock:
+            self._deleted_through = ident
+            self._committer.pending()
 
     # Opening and loading.
 
@@ -144,7 +148,7 @@ class DiskOutbox(MemoryOutbox):
         inserts, self._to_insert = self._to_insert, []
         return inserts, self._deleted_through
 
-    def _commit(self, work: tuple[list[Entry], int]) -> None:
+    def _commit(self, work: tuple[list[Entry], int]) -> bool:
         inserts, deleted_through = work
         started = time.perf_counter()
         rows = [
@@ -172,10 +176,11 @@ class DiskOutbox(MemoryOutbox):
                     len(rows),
                 )
             self._last_error = str(exc)
-            return
+            return False
         self._committed_deleted = deleted_through
         if self._observe is not None:
             self._observe(time.perf_counter() - started)
         if self._last_error is not None:
             logger.info("mqtt outbox %s: writing again", self.path)
             self._last_error = None
+        return True

@@ -143,6 +143,7 @@ class JournalStore:
             )
         with self._lock:
             self._pending.append((seq, topic, payload))
+            self._committer.pending()
 
     def close(self) -> None:
         """Commit what is pending, record a clean stop and stop the thread (waiting at
@@ -225,7 +226,7 @@ class JournalStore:
             return None
         return _Work(pending, self._closing)
 
-    def _commit(self, work: _Work) -> None:
+    def _commit(self, work: _Work) -> bool:
         pending = work.pending
         last = pending[-1][0] if pending else max(self._committed, self.last_seq)
         rows = pending[-self.history :] if self.history else []
@@ -261,10 +262,11 @@ class JournalStore:
             if str(exc) != self._last_error:
                 logger.warning("journal %s: cannot write (%s); will try again", self.path, exc)
             self._last_error = str(exc)
-            return
+            return False
         self._committed = last
         self._reserved = last + self.reserve
         self._beyond_reserve = False
         if self._last_error is not None:
             logger.info("journal %s: writing again", self.path)
             self._last_error = None
+        return True

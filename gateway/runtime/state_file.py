@@ -129,12 +129,14 @@ def insert_rows(
 
 
 class Committer(Generic[Work]):
-    """A thread that commits a state file's pending work every ``interval`` seconds,
-    sooner when :meth:`wake` is called, and once more when :meth:`stop` is; then it
-    closes ``database``.
+    """A thread that commits a state file's pending work: within ``interval`` seconds of
+    :meth:`pending`, at once on :meth:`wake`, once more on :meth:`stop`; then it closes
+    ``database``. With nothing pending it sleeps: an idle gateway does not wake it.
 
     ``take()`` is called with ``lock`` held: it hands over the work pending (None when
-    there is none); ``commit(work)`` then runs without the lock, in the thread.
+    there is none); ``commit(work)`` then runs without the lock, in the thread, and says
+    whether it succeeded: a failed commit (its work handed back by ``commit``) is tried
+    again an interval later.
     """
 
     def __init__(
@@ -145,21 +147,28 @@ class Committer(Generic[Work]):
         *,
         interval: float,
         take: Callable[[], Work | None],
-        commit: Callable[[Work], None],
+        commit: Callable[[Work], bool],
     ) -> None:
         self._database = database
         self._wake = threading.Condition(lock)
         self._interval = interval
         self._take = take
         self._commit = commit
+        self._pending = False
         self._woken = False
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
+    def pending(self) -> None:
+        """There is work to commit within the interval; the caller holds ``lock``."""
+        if not self._pending:
+            self._pending = True
+            self._wake.notify()
+
     def wake(self) -> None:
         """Commit now rather than at the end of the interval; the caller holds ``lock``."""
-        self._woken = True
+        self._pending = self._woken = True
         self._wake.notify()
 
     def stop(self, timeout: float) -> bool:
@@ -171,15 +180,19 @@ class Committer(Generic[Work]):
         return not self._thread.is_alive()
 
     def _run(self) -> None:
+        wake = self._wake
         try:
             while True:
-                with self._wake:
-                    self._wake.wait_for(lambda: self._stopping or self._woken, self._interval)
-                    self._woken = False
+                with wake:
+                    wake.wait_for(lambda: self._stopping or self._pending)
+                    # gather what comes within the interval into one transaction
+                    wake.wait_for(lambda: self._stopping or self._woken, self._interval)
+                    self._pending = self._woken = False
                     work = self._take()
                     stopping = self._stopping
-                if work is not None:
-                    self._commit(work)
+                if work is not None and not self._commit(work):
+                    with wake:
+                        self._pending = True
                 if stopping:
                     return
         finally:
