@@ -13,33 +13,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-from aiomqtt.exceptions import MqttCodeError, MqttConnectError
-from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gateway.config import MqttConfig
 from gateway.outputs.disk_outbox import DiskOutbox
+from gateway.outputs.mqtt_codec import MAX_PACKET_ID, Will
+from gateway.outputs.mqtt_connection import MqttConnection, MqttError, open_connection
 from gateway.outputs.outbox import Entry, MemoryOutbox, OutboundMessage, Outbox
-from gateway.outputs.publish_window import PublishWindow
 from gateway.runtime.journal import Published
 from gateway.runtime.metrics import GatewayMetrics
 from gateway.runtime.output import OutputContext
 from gateway.runtime.reconnect import Reconnect, Wording
 from gateway.runtime.status import DeviceStatus
-from protocol.errors import ConfigError, os_error_reason
+from protocol.errors import ConfigError
 
 __all__ = ["GATEWAY", "OFFLINE", "ONLINE", "STATUS", "STATUS_QOS", "MqttPublisher", "build"]
 
 _log = logging.getLogger(__name__)
-_paho_log = logging.getLogger(f"{__name__}.paho")
 
 GATEWAY = "gateway"
 """The name in ``<prefix>/gateway/status``, the topic of the gateway's own status: no
@@ -58,6 +54,8 @@ default ``max_inflight_messages``. Beyond its limit, mosquitto 2.0.11 (Debian 12
 acknowledges QoS 2 publishes and discards them (measured with paho alone: 4,762 of 5,000
 arrived with 21 in flight, all 5,000 with 20), and MQTT 3.1.1 gives a broker no way to
 say its limit. QoS 1 is not affected and keeps the whole window."""
+_MAX_WINDOW = MAX_PACKET_ID - 1
+"""Publishes of the outbox in flight at most: one packet id is left for a status."""
 
 _DISCONNECT_SECONDS = 0.5
 """Of the time close() has, what it keeps for the clean disconnect after the goodbye."""
@@ -69,13 +67,6 @@ _OUTAGE = Wording(
     failed="cannot connect to mqtt %(link)s: %(problem)s; retrying",
     failing="mqtt %(link)s still unreachable: %(problem)s",
 )
-
-_CODE_PREFIX = re.compile(r"^\[(?:errno|code:)\s*-?\d+\]\s*", re.IGNORECASE)
-
-_DISCONNECT_REASONS = {
-    "Unspecified error": "closed by the broker or the network",
-    "Keep alive timeout": "no answer from the broker within the keepalive",
-}
 
 
 def build(context: OutputContext) -> MqttPublisher | None:
@@ -229,10 +220,11 @@ class MqttPublisher:
         self._connected = False
         self._disconnected_at: float | None = time.monotonic()
         """When the connection was lost or first tried (monotonic); None while connected."""
-        self._window: PublishWindow | None = None
-        """The publishes sent on this connection and not acknowledged yet."""
-        self._window_size = (
-            config.max_inflight if config.qos < 2 else min(config.max_inflight, QOS2_WINDOW)
+        self._connection: MqttConnection | None = None
+        """The connection to the broker, while there is one."""
+        self._window_size = min(
+            config.max_inflight if config.qos < 2 else min(config.max_inflight, QOS2_WINDOW),
+            _MAX_WINDOW,
         )
         self._published = 0
         self._dropped = 0
@@ -371,9 +363,9 @@ class MqttPublisher:
         reconnect = self._reconnect
         while True:
             try:
-                await self._connection()
-            except aiomqtt.MqttError as exc:
-                reason = self._reason(exc)
+                await self._connect_and_serve()
+            except MqttError as exc:
+                reason = str(exc)
             else:
                 return
             was_connected = self._connected
@@ -387,109 +379,93 @@ class MqttPublisher:
                 return
             await reconnect.wait(self._closing)
 
-    async def _connection(self) -> None:
-        """Connect, then publish until closed; raise MqttError when the connection fails."""
-        async with self._client() as client:
-            self._set_connected(True)
-            _log.info("connected to mqtt %s", self._broker)
-            try:
-                await self._serve(client)
-            except asyncio.CancelledError:
-                if not self._closing.is_set():  # close() has said goodbye already
-                    await self._goodbye_on_cancel(client)
-                raise
-        self._set_connected(False)
-
-    def _client(self) -> aiomqtt.Client:
-        config = self._config
-        return aiomqtt.Client(
-            config.host,
-            config.port,
-            username=config.username,
-            password=config.password,
-            identifier=config.client_id or f"tgw-{socket.gethostname()}-{os.getpid()}",
-            will=aiomqtt.Will(self.status_topic(GATEWAY), OFFLINE, qos=STATUS_QOS, retain=True),
-            clean_session=True,
-            keepalive=config.keepalive,
-            timeout=float(config.keepalive),
-            max_inflight_messages=0,  # no limit in paho: the window is the limit, and
-            # paho's own would scan every message in flight on each acknowledgement
-            logger=_paho_log,
-        )
-
-    async def _serve(self, client: aiomqtt.Client) -> None:
-        """Publish until closed; raise MqttError when the connection fails.
+    async def _connect_and_serve(self) -> None:
+        """Connect, then publish until closed; raise MqttError when the connection fails.
 
         What is in flight when the connection ends goes again on the next one, from the
         oldest message not acknowledged (:meth:`Outbox.rewind`).
         """
-        self._outbox.rewind()
-        window = self._window = PublishWindow(client, self._window_size, self._acknowledged)
+        config = self._config
+        connection = await open_connection(
+            config.host,
+            config.port,
+            client_id=config.client_id or f"tgw-{socket.gethostname()}-{os.getpid()}",
+            keepalive=config.keepalive,
+            will=Will(self.status_topic(GATEWAY), OFFLINE, STATUS_QOS, True),
+            username=config.username,
+            password=config.password,
+            timeout=float(config.keepalive),
+            acknowledged=self._acknowledged,
+            lost=self._wakeup.set,
+        )
+        self._connection = connection
+        self._set_connected(True)
+        _log.info("connected to mqtt %s", self._broker)
         try:
-            async with asyncio.TaskGroup() as tasks:
-                watcher = tasks.create_task(self._watch(client), name="mqtt-connection")
-                try:
-                    await self._drain(client, window)
-                finally:
-                    watcher.cancel()
-        except* aiomqtt.MqttError as group:
-            error = _first(group)
-            raise error from error.__cause__
+            self._outbox.rewind()
+            await self._drain(connection)
+        except asyncio.CancelledError:
+            if not self._closing.is_set():  # close() has said goodbye already
+                await self._goodbye_on_cancel(connection)
+            raise
         finally:
-            self._window = None
-            if cut := window.close():
+            self._connection = None
+            if cut := connection.forget():
                 self._metrics.mqtt_publish_failures.inc(cut)
+            await connection.close()
+        self._set_connected(False)
 
-    async def _watch(self, client: aiomqtt.Client) -> None:
-        """Raise MqttError when the connection is lost, even while nothing is published."""
-        async for message in client.messages:
-            _log.debug("ignoring an mqtt message on %s", message.topic)
-
-    async def _drain(self, client: aiomqtt.Client, window: PublishWindow) -> None:
+    async def _drain(self, connection: MqttConnection) -> None:
         if not self._closing.is_set():
-            await self._publish(client, self._status(GATEWAY, online=True))
+            await self._publish(connection, self._status(GATEWAY, online=True))
         self._unsent = dict.fromkeys(self._statuses)
         while not self._closing.is_set():
+            connection.check()
             if self._unsent:
-                await self._publish_status(client)
-            elif not self._send_window(window):
+                await self._publish_status(connection)
+            elif not self._send_window(connection):
                 self._wakeup.clear()
                 await self._wakeup.wait()
-        await self._goodbye(client, window)
+        await self._goodbye(connection)
 
-    def _send_window(self, window: PublishWindow) -> bool:
+    def _send_window(self, connection: MqttConnection) -> bool:
         """Publish the next messages of the outbox, as many as the window has room for;
         False if none could be sent (the outbox or the window is empty)."""
-        entries = self._outbox.take(window.room)
-        for entry in entries:
-            window.send(entry)
+        entries = self._outbox.take(self._window_size - len(connection))
+        if entries:
+            for entry, reason in connection.publish(entries):
+                _log.error("mqtt cannot publish to %r: %s; dropped", entry.message.topic, reason)
+                self._count_drop("invalid")
+                self._outbox.acknowledge(entry.ident)
+                self._settled()
         return bool(entries)
 
-    async def _goodbye(self, client: aiomqtt.Client, window: PublishWindow) -> None:
+    async def _goodbye(self, connection: MqttConnection) -> None:
         """Statuses offline, then the outbox, until it is empty or the deadline passes."""
         try:
             async with asyncio.timeout_at(self._deadline):
                 while self._unsent:
-                    await self._publish_status(client)
-                await self._publish(client, self._status(GATEWAY, online=False))
+                    await self._publish_status(connection)
+                await self._publish(connection, self._status(GATEWAY, online=False))
                 while self._outbox:
-                    if not self._send_window(window):
+                    connection.check()
+                    if not self._send_window(connection):
                         self._wakeup.clear()
                         await self._wakeup.wait()
         except TimeoutError:
             _log.warning("mqtt close: time is up with %d messages not published", len(self._outbox))
 
-    async def _goodbye_on_cancel(self, client: aiomqtt.Client) -> None:
+    async def _goodbye_on_cancel(self, connection: MqttConnection) -> None:
         """Cancelled without close(): the offline statuses, if the broker takes them soon."""
         statuses = [self._status(device, online=False) for device in self._statuses]
         try:
             async with asyncio.timeout(_CANCEL_GOODBYE):
                 for item in [*statuses, self._status(GATEWAY, online=False)]:
-                    await self._publish(client, item)
+                    await self._publish(connection, item)
         except TimeoutError:
             _log.debug("mqtt: no offline statuses on cancel within %.1f s", _CANCEL_GOODBYE)
-        except aiomqtt.MqttError as exc:
-            _log.debug("mqtt: no offline statuses on cancel: %s", self._reason(exc))
+        except MqttError as exc:
+            _log.debug("mqtt: no offline statuses on cancel: %s", exc)
 
     # -- publishing --------------------------------------------------------------------
 
@@ -498,36 +474,40 @@ class MqttPublisher:
             self.status_topic(device), ONLINE if online else OFFLINE, STATUS_QOS, True
         )
 
-    async def _publish(self, client: aiomqtt.Client, item: OutboundMessage) -> bool:
+    async def _publish(self, connection: MqttConnection, item: OutboundMessage) -> bool:
         """Publish ``item`` and wait for the acknowledgement; False if MQTT cannot carry it.
 
-        For the statuses; the outbox's messages go through the :class:`PublishWindow`.
+        For the statuses; the outbox's messages go in windows (:meth:`_send_window`).
         Raises MqttError when the publish fails; a publish that fails or is cancelled
         (its connection lost) is counted in ``tgw_mqtt_publish_failures``.
         """
         try:
-            await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
+            await connection.publish_and_wait(item)
         except ValueError as exc:
             _log.error("mqtt cannot publish to %r: %s; dropped", item.topic, exc)
             return False
-        except (aiomqtt.MqttError, asyncio.CancelledError):
+        except (MqttError, asyncio.CancelledError):
             self._metrics.mqtt_publish_failures.inc()
             raise
         return True
 
-    async def _publish_status(self, client: aiomqtt.Client) -> None:
+    async def _publish_status(self, connection: MqttConnection) -> None:
         device = next(iter(self._unsent))
         del self._unsent[device]
-        await self._publish(client, self._status(device, online=self._statuses[device]))
+        await self._publish(connection, self._status(device, online=self._statuses[device]))
 
-    def _acknowledged(self, entry: Entry, sent: bool) -> None:
-        """The window is done with ``entry``: published, or refused by MQTT (dropped)."""
-        if sent:
-            self._published += 1
-            self._metrics.mqtt_published.inc()
-        else:
-            self._count_drop("invalid")
-        self._outbox.acknowledge(entry.ident)
+    def _acknowledged(self, entries: list[Entry]) -> None:
+        """The broker has ``entries`` (a batch: every acknowledgement of one read)."""
+        count = len(entries)
+        self._published += count
+        self._metrics.mqtt_published.inc(count)
+        acknowledge = self._outbox.acknowledge
+        for entry in entries:
+            acknowledge(entry.ident)
+        self._settled()
+
+    def _settled(self) -> None:
+        """Messages left the outbox (acknowledged or dropped): wake the publisher."""
         self._wakeup.set()
         if len(self._outbox) <= self._config.queue_size // 4:
             self._drained.set()
@@ -572,29 +552,8 @@ class MqttPublisher:
         self._metrics.mqtt_connected.set(1 if connected else 0)
 
     def _inflight(self) -> int:
-        return 0 if self._window is None else len(self._window)
+        return 0 if self._connection is None else len(self._connection)
 
     def _oldest_age(self) -> float:
         oldest = self._outbox.oldest
         return 0.0 if oldest is None else max(0.0, time.time() - oldest)
-
-    def _reason(self, exc: BaseException) -> str:
-        """Why ``exc`` happened, in lower-case words: "connection refused"."""
-        while exc.__cause__ is not None:
-            exc = exc.__cause__
-        if str(exc) == "Operation timed out":  # aiomqtt's timeout (CONNACK, PUBACK)
-            return f"no answer from the broker within {self._config.keepalive} s"
-        if isinstance(exc, OSError):
-            return os_error_reason(exc)
-        if isinstance(exc, MqttConnectError) and isinstance(exc.rc, ReasonCode):
-            return f"refused by the broker: {exc.rc.getName().lower()}"
-        if isinstance(exc, MqttCodeError) and isinstance(exc.rc, ReasonCode):
-            name = exc.rc.getName()
-            return _DISCONNECT_REASONS.get(name, name.lower())
-        return _CODE_PREFIX.sub("", str(exc)).rstrip(".").lower() or type(exc).__name__
-
-
-def _first(group: BaseExceptionGroup[aiomqtt.MqttError]) -> aiomqtt.MqttError:
-    """The first MqttError of a TaskGroup's exception group."""
-    error = group.exceptions[0]
-    return error if isinstance(error, aiomqtt.MqttError) else _first(error)
