@@ -364,8 +364,10 @@ async def gateway_run(
     rtt: float,
     limit: float,
     profile: cProfile.Profile | None = None,
+    qos: int = 1,
 ) -> Result:
-    """The gateway publishes ``messages`` fed in batches; the ticker runs meanwhile."""
+    """The gateway publishes ``messages`` fed in batches at ``qos``; the ticker runs
+    meanwhile."""
     result = Result("gateway", "disk" if disk else "memory", window, rtt, messages)
     config = MqttConfig(
         enabled=True,
@@ -373,7 +375,7 @@ async def gateway_run(
         port=port,
         topic_prefix=PREFIX,
         client_id=f"bench-tgw-{os.getpid()}",
-        qos=1,
+        qos=qos,
         queue_size=max(messages, MqttConfig.model_fields["queue_size"].default),
         max_inflight=window,
     )

@@ -396,7 +396,7 @@ class MqttPublisher:
             password=config.password,
             timeout=float(config.keepalive),
             acknowledged=self._acknowledged,
-            lost=self._wakeup.set,
+            wake=self._wakeup.set,
         )
         self._connection = connection
         self._set_connected(True)
@@ -431,6 +431,8 @@ class MqttPublisher:
     def _send_window(self, connection: MqttConnection) -> bool:
         """Publish the next messages of the outbox, as many as the window has room for;
         False if none could be sent (the outbox or the window is empty)."""
+        if connection.paused:
+            return False
         entries = self._outbox.take(self._window_size - len(connection))
         if entries:
             for entry, reason in connection.publish(entries):

@@ -6,9 +6,10 @@ outbox's entries in one socket write; ``acknowledged`` (given to :func:`open_con
 hears, in batches, the entries the broker acknowledged: every PUBACK of one read at
 once. :meth:`MqttConnection.publish_and_wait` publishes one message (a status) and
 returns once it is acknowledged. The connection sends PINGREQ when idle and gives up
-when the broker does not answer within the keepalive. When the connection is lost,
-``lost`` is called, :meth:`MqttConnection.check` raises the :class:`MqttError` saying
-why, and what was in flight is forgotten: the outbox sends it again on the next one.
+when the broker does not answer within the keepalive. ``wake`` is called when the
+publisher should look again: the connection was lost (:meth:`MqttConnection.check` then
+raises the :class:`MqttError` saying why; what was in flight is forgotten and the outbox
+sends it again on the next one), or its socket takes more after :attr:`paused`.
 
 Everything runs on the event loop's thread; the packets themselves are
 :mod:`gateway.outputs.mqtt_codec`'s. Why not paho or another client: docs/mqtt.md.
@@ -75,7 +76,7 @@ async def open_connection(
     password: str | None = None,
     timeout: float,
     acknowledged: Callable[[list[Entry]], None],
-    lost: Callable[[], None],
+    wake: Callable[[], None],
     tls: ssl.SSLContext | None = None,
 ) -> MqttConnection:
     """Connect to ``host:port``, say CONNECT (clean session), and wait for CONNACK.
@@ -96,7 +97,7 @@ async def open_connection(
     try:
         async with asyncio.timeout(timeout):
             _, connection = await loop.create_connection(
-                lambda: MqttConnection(keepalive, acknowledged, lost),
+                lambda: MqttConnection(keepalive, acknowledged, wake),
                 host,
                 port,
                 ssl=tls,
@@ -123,11 +124,11 @@ class MqttConnection(asyncio.Protocol):
         self,
         keepalive: int,
         acknowledged: Callable[[list[Entry]], None],
-        lost: Callable[[], None],
+        wake: Callable[[], None],
     ) -> None:
         self._keepalive = keepalive
         self._acknowledged = acknowledged
-        self._lost = lost
+        self._wake = wake
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._reader = PacketReader()
@@ -140,6 +141,9 @@ class MqttConnection(asyncio.Protocol):
         self._last_heard = self._last_written = self._loop.time()
         self._ping_sent: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self.paused = False
+        """True while the socket's buffer is full (asyncio's flow control): publish no
+        more until ``wake`` is called."""
 
     def __len__(self) -> int:
         """Publishes sent and not acknowledged yet."""
@@ -151,8 +155,9 @@ class MqttConnection(asyncio.Protocol):
         """Send ``entries`` in one write, in order; return those MQTT cannot carry (a
         wildcard in the topic, say), each with why, which are not sent.
 
-        QoS 0 entries are acknowledged (``acknowledged``) at once, others when the
-        broker says so. Raise :class:`MqttError` if the connection is lost.
+        QoS 0 entries are acknowledged (``acknowledged``) once handed to the socket,
+        others when the broker says so: don't publish more while :attr:`paused`. Raise
+        :class:`MqttError` if the connection is lost.
         """
         self.check()
         parts = []
@@ -266,6 +271,13 @@ class MqttConnection(asyncio.Protocol):
                 self._connack.set_result(packet)
             # PingResp: _last_heard is all it says
 
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._wake()
+
     def eof_received(self) -> bool:
         return False  # close the transport: connection_lost follows
 
@@ -354,4 +366,4 @@ class MqttConnection(asyncio.Protocol):
             if isinstance(item, asyncio.Future) and not item.done():
                 item.set_exception(error)
         if notify:
-            self._lost()
+            self._wake()
