@@ -344,9 +344,9 @@ class PacketReader:
 def _expect_length(first: int, length: int, expected: int) -> None:
     if length != expected:
         name = PacketType(first >> 4).name
+        said = f"{length}" if length < 0x80 else "over 127"
         raise MqttProtocolError(
-            f"{name} with a remaining length of {length} (first byte 0x{length:02x}); "
-            f"MQTT 3.1.1 says {expected}"
+            f"{name} with a remaining length of {said}; MQTT 3.1.1 says {expected}"
         )
 
 

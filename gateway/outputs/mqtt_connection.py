@@ -289,8 +289,6 @@ class MqttConnection(asyncio.Protocol):
         if exc is not None:
             error.__cause__ = exc
         self._fail(error)
-        if not self._connack.done():
-            self._connack.set_exception(error)
         if not self._closed.done():
             self._closed.set_result(None)
 
@@ -362,6 +360,8 @@ class MqttConnection(asyncio.Protocol):
         if self._error is not None:
             return
         self._error = error
+        if not self._connack.done():
+            self._connack.set_exception(error)
         for item in self._pending.values():
             if isinstance(item, asyncio.Future) and not item.done():
                 item.set_exception(error)
