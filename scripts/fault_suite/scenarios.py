@@ -1,0 +1,450 @@
+"""The fault scenarios of issue 10: each runs the real parts, applies its fault, and
+returns a :class:`~scripts.fault_suite.report.Result` with what it measured and the
+guarantees it checked. Their settings' defaults are the full runs; CI passes short ones.
+
+Frames are counted from the device's ground truth, from the first frame that arrived
+on (what the device wrote before the gateway first opened the port is flushed by the
+open, and outside the run). "Lost" is a frame the device wrote that no envelope carried.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from scripts.fault_suite.analysis import (
+    Matching,
+    Truth,
+    classify_replug_losses,
+    envelopes_in_state_file,
+    match_frames,
+    percentile,
+    read_truth,
+    reconnect_delays,
+    tally_seqs,
+)
+from scripts.fault_suite.observers import Arrival, Record
+from scripts.fault_suite.parts import copy_files
+from scripts.fault_suite.report import Result
+from scripts.fault_suite.rig import JOURNAL_FILE, OUTBOX_FILE, Common, DepthSampler, Rig
+
+__all__ = [
+    "SCENARIOS",
+    "STATE_ERRORS",
+    "BrokerOutage",
+    "CorruptState",
+    "DiskFull",
+    "GatewayKill",
+    "Replug",
+    "RestartWhileAway",
+    "Scenario",
+]
+
+STATE_ERRORS = "tgw_state_file_errors_total"
+"""The metric that counts what the gateway could not keep in its state files, with the
+labels ``file`` (``mqtt-outbox.sqlite``, ``journal.sqlite``) and ``kind``: ``write``
+(a commit the disk refused) or ``unreadable`` (a file moved aside at start)."""
+
+
+def _counted(result: Result, truth: Truth, matching: Matching, lost: Sequence[int]) -> None:
+    first = matching.first if matching.first is not None else len(truth.frames)
+    result.figure("frames sent (counted)", len(truth.frames) - first)
+    result.figure("frames arrived", len(matching.arrived))
+    result.figure("frames lost", len(lost))
+
+
+def _seq_figures(result: Result, arrivals: Sequence[Arrival]) -> None:
+    tally = tally_seqs(arrivals)
+    result.figure("envelopes received (with duplicates)", tally.arrivals)
+    result.figure("duplicates", tally.duplicates)
+    result.figure("out of order", tally.out_of_order)
+    result.figure("seq gaps", tally.gaps)
+    result.check(
+        "a seq names one message (duplicates carry the same seq and bytes)",
+        tally.conflicting == 0,
+        f"{tally.conflicting} seqs arrived with different messages",
+    )
+    result.check("0 out of order", tally.out_of_order == 0, f"{tally.out_of_order} out of order")
+
+
+def _missing_after(matching: Matching, lost: Sequence[int], since_time: float) -> list[int]:
+    """Lost frames sent after the first frame the gateway read at or after ``since_time``
+    (Unix time): what a restarted gateway lost once it was reading again."""
+    later = [index for index, arrival in matching.arrived.items() if arrival.time >= since_time]
+    if not later:
+        return list(lost)
+    back = min(later)
+    return [index for index in lost if index > back]
+
+
+def _not_arrived(kept: Sequence[bytes], arrivals: Sequence[Arrival]) -> int:
+    payloads = {arrival.payload for arrival in arrivals}
+    return sum(payload not in payloads for payload in kept)
+
+
+def _finish(rig: Rig, record: Record) -> tuple[Truth, Matching, list[int]]:
+    """Wait for the device's end and the drain; match what arrived to what was sent."""
+    rig.wait_device()
+    truth = read_truth(rig.device.truth)
+    first = match_frames(truth.frames, record.arrivals()).first or 0
+    rig.settle(record, len(truth.frames) - first)
+    matching = match_frames(truth.frames, record.arrivals())
+    return truth, matching, matching.missing(truth.frames)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOutage:
+    """The broker stopped for ``away`` s while the device sends, then started again."""
+
+    warmup: float = 10.0
+    away: float = 300.0
+    after: float = 10.0
+
+    name = "broker away"
+
+    def run(self, common: Common, workdir: Path) -> Result:
+        result = Result(f"{self.name} {self.away:g} s at {common.rate:g} frames/s", workdir)
+        queue = _queue_size(common, self.away + self.after)
+        duration = self.warmup + self.away + self.after
+        with Rig(workdir, common, duration=duration, queue_size=queue) as rig:
+            assert rig.broker is not None
+            assert rig.counter is not None
+            with DepthSampler(rig) as depths:
+                rig.wait_first(rig.counter)
+                rig.sleep_until(self.warmup)
+                rig.broker.stop()
+                rig.sleep_until(self.warmup + self.away)
+                backlog = rig.outbox_depth()
+                rig.broker.start()
+                back = time.monotonic()
+                truth, matching, lost = _finish(rig, rig.counter)
+            arrivals = rig.counter.arrivals()
+            dropped = rig.gateway.metric("tgw_mqtt_dropped_total")
+        _counted(result, truth, matching, lost)
+        result.figure("backlog when the broker came back", backlog)
+        result.figure(
+            "seconds to catch up (under 1 s of frames queued)",
+            depths.caught_up(back, common.rate) or float("nan"),
+        )
+        _seq_figures(result, arrivals)
+        result.check("0 lost", not lost and matching.foreign == 0, f"{len(lost)} lost")
+        tally = tally_seqs(arrivals)
+        result.check("every seq arrived", tally.gaps == 0, f"{tally.gaps} seqs missing")
+        bound = common.gateway_inflight() + common.broker_inflight
+        result.check(
+            "duplicates only for messages in flight at the cut",
+            tally.duplicates <= bound,
+            f"{tally.duplicates} duplicates, at most {common.gateway_inflight()} in flight "
+            f"from the gateway + {common.broker_inflight} to the subscriber",
+        )
+        result.check("nothing dropped", dropped == 0, f"{dropped:g} dropped")
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayKill:
+    """The gateway killed (SIGKILL) mid-stream and started again ``down`` s later with the
+    same state directory. The broker is away for the ``backlog`` s before the kill (0:
+    not at all), so that the outbox holds messages the kill can lose; it comes back once
+    the gateway is started again."""
+
+    warmup: float = 10.0
+    backlog: float = 10.0
+    down: float = 2.0
+    after: float = 20.0
+
+    name = "gateway SIGKILL"
+
+    def run(self, common: Common, workdir: Path) -> Result:
+        title = f"{self.name}, broker away {self.backlog:g} s before, at {common.rate:g} frames/s"
+        result = Result(title, workdir)
+        duration = self.warmup + self.backlog + self.down + self.after
+        queue = _queue_size(common, self.backlog + self.down + self.after)
+        with Rig(workdir, common, duration=duration, queue_size=queue) as rig:
+            assert rig.broker is not None
+            assert rig.counter is not None
+            watcher = rig.watch_websocket()
+            rig.wait_first(rig.counter)
+            rig.sleep_until(self.warmup)
+            if self.backlog:
+                rig.broker.stop()
+            rig.sleep_until(self.warmup + self.backlog)
+            sent_before = rig.device.frames_sent()
+            rig.gateway.kill()
+            kept = envelopes_in_state_file(copy_files(rig.outbox_files, workdir / "killed"))
+            seen = watcher.arrivals()
+            rig.sleep_until(self.warmup + self.backlog + self.down)
+            restarted = time.time()
+            rig.start_gateway()
+            if not rig.broker.running:
+                rig.broker.start()
+            truth, matching, lost = _finish(rig, rig.counter)
+            arrivals = rig.counter.arrivals()
+        _counted(result, truth, matching, lost)
+        window = [index for index in lost if index < sent_before]
+        after = _missing_after(matching, lost, restarted)
+        decoded = _not_arrived([arrival.payload for arrival in seen], arrivals)
+        result.figure("kept in the outbox at the kill (committed, not acknowledged)", len(kept))
+        result.figure("lost of what was sent before the kill", len(window))
+        result.figure("  decoded, not committed (a WebSocket client had them)", decoded)
+        result.figure("  that window, in ms of frames", decoded / common.rate * 1000)
+        result.figure(
+            "  not decoded (in the port, flushed when it reopened)", len(window) - decoded
+        )
+        result.figure(
+            "lost of what was sent while no gateway ran", len(lost) - len(window) - len(after)
+        )
+        _seq_figures(result, arrivals)
+        missing_kept = _not_arrived(kept, arrivals)
+        result.check(
+            "0 lost of what was committed",
+            missing_kept == 0 and (len(kept) > 0 or not self.backlog),
+            f"{missing_kept} of the {len(kept)} kept never arrived",
+        )
+        result.check(
+            "0 lost once the gateway is back", not after, f"{len(after)} lost after its return"
+        )
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class RestartWhileAway:
+    """The broker stopped for ``away`` s; meanwhile, ``restart_at`` s into it, the gateway
+    is stopped (SIGTERM) and started again with the same state directory."""
+
+    warmup: float = 10.0
+    away: float = 60.0
+    restart_at: float = 20.0
+    after: float = 10.0
+
+    name = "gateway restarted while the broker is away"
+
+    def run(self, common: Common, workdir: Path) -> Result:
+        result = Result(f"{self.name}, {self.away:g} s at {common.rate:g} frames/s", workdir)
+        queue = _queue_size(common, self.away + self.after)
+        duration = self.warmup + self.away + self.after
+        with Rig(workdir, common, duration=duration, queue_size=queue) as rig:
+            assert rig.broker is not None
+            assert rig.counter is not None
+            watcher = rig.watch_websocket()
+            rig.wait_first(rig.counter)
+            rig.sleep_until(self.warmup)
+            rig.broker.stop()
+            rig.sleep_until(self.warmup + self.restart_at)
+            status = rig.gateway.terminate()
+            kept = envelopes_in_state_file(copy_files(rig.outbox_files, workdir / "stopped"))
+            seen = watcher.arrivals()
+            restarted = time.time()
+            rig.start_gateway()
+            rig.sleep_until(self.warmup + self.away)
+            rig.broker.start()
+            truth, matching, lost = _finish(rig, rig.counter)
+            arrivals = rig.counter.arrivals()
+        _counted(result, truth, matching, lost)
+        after = _missing_after(matching, lost, restarted)
+        result.figure("backlog kept at the stop", len(kept))
+        result.figure("frames lost while no gateway ran", len(lost) - len(after))
+        _seq_figures(result, arrivals)
+        result.check("a clean stop (exit status 0)", status == 0, f"exit status {status}")
+        missing_kept = _not_arrived(kept, arrivals)
+        result.check(
+            "the backlog survives",
+            missing_kept == 0 and len(kept) > 0,
+            f"{missing_kept} of the {len(kept)} kept never arrived",
+        )
+        missing_seen = _not_arrived([arrival.payload for arrival in seen], arrivals)
+        result.check(
+            "nothing the stopped gateway relayed is lost",
+            missing_seen == 0,
+            f"{missing_seen} of the {len(seen)} a WebSocket client got never reached MQTT",
+        )
+        result.check(
+            "0 lost once the gateway is back", not after, f"{len(after)} lost after its return"
+        )
+        return result
+
+
+def _log_says(lines: Sequence[str], *words: str) -> str | None:
+    """The first log line containing every one of ``words``, if any."""
+    return next((line for line in lines if all(word in line for word in words)), None)
+
+
+def _relayed(result: Result, what: str, truth: Truth, record: Record) -> None:
+    matching = match_frames(truth.frames, record.arrivals())
+    lost = matching.missing(truth.frames)
+    first = matching.first if matching.first is not None else len(truth.frames)
+    sent = len(truth.frames) - first
+    result.figure(f"frames arrived by {what}", f"{len(matching.arrived):,} of {sent:,}")
+    result.check(f"keeps relaying to {what}", sent > 0 and not lost, f"{len(lost)} lost")
+
+
+@dataclass(frozen=True, slots=True)
+class DiskFull:
+    """The gateway may write files of ``limit`` bytes at most (RLIMIT_FSIZE, a disk full
+    for it alone) while the device sends for ``duration`` s; the broker is away for the
+    middle third of that, so the outbox has a backlog it cannot keep on disk."""
+
+    duration: float = 30.0
+    limit: int = 1 << 20
+
+    name = "disk full"
+
+    def run(self, common: Common, workdir: Path) -> Result:
+        result = Result(f"{self.name} (files up to {self.limit:,} bytes)", workdir)
+        queue = _queue_size(common, self.duration)
+        with Rig(
+            workdir, common, duration=self.duration, queue_size=queue, file_size_limit=self.limit
+        ) as rig:
+            assert rig.broker is not None
+            assert rig.counter is not None
+            watcher = rig.watch_websocket()
+            rig.wait_first(watcher)
+            rig.sleep_until(self.duration / 3)
+            rig.broker.stop()
+            rig.sleep_until(self.duration * 2 / 3)
+            rig.broker.start()
+            rig.wait_device()
+            truth = read_truth(rig.device.truth)
+            first = match_frames(truth.frames, watcher.arrivals()).first or 0
+            rig.settle(watcher, len(truth.frames) - first)
+            rig.settle(rig.counter, len(truth.frames) - first)
+            running = rig.gateway.running
+            errors = rig.gateway.metric(STATE_ERRORS, kind="write")
+            lines = rig.gateway.lines()
+        _relayed(result, "WebSocket", truth, watcher)
+        _relayed(result, "MQTT", truth, rig.counter)
+        result.figure("WebSocket drops the gateway reported", watcher.dropped)
+        result.check("the gateway keeps running", running, "running" if running else "exited")
+        for name in (OUTBOX_FILE, JOURNAL_FILE):
+            said = _log_says(lines, str(rig.state_dir / name), "cannot write")
+            result.check(f"a clear log: {name} cannot be written", said is not None, said or "no")
+        result.check(
+            f"/metrics counts what it could not keep ({STATE_ERRORS})",
+            errors > 0,
+            f'{STATE_ERRORS}{{kind="write"}} = {errors:g}',
+        )
+        return result
+
+
+GARBAGE = bytes(range(256)) * 16
+"""What a corrupt state file holds: 4 KiB that are no SQLite database."""
+
+
+@dataclass(frozen=True, slots=True)
+class CorruptState:
+    """Garbage in the gateway's state files (MQTT outbox and journal) before it starts."""
+
+    duration: float = 10.0
+
+    name = "corrupt state files"
+
+    def run(self, common: Common, workdir: Path) -> Result:
+        result = Result(self.name, workdir)
+        state = workdir / "state"
+        state.mkdir(parents=True, exist_ok=True)
+        files = [state / OUTBOX_FILE, state / JOURNAL_FILE]
+        for path in files:
+            path.write_bytes(GARBAGE)
+        with Rig(workdir, common, duration=self.duration) as rig:
+            assert rig.counter is not None
+            watcher = rig.watch_websocket()
+            rig.wait_first(watcher)
+            rig.wait_device()
+            truth = read_truth(rig.device.truth)
+            first = match_frames(truth.frames, watcher.arrivals()).first or 0
+            rig.settle(watcher, len(truth.frames) - first)
+            rig.settle(rig.counter, len(truth.frames) - first)
+            unreadable = rig.gateway.metric(STATE_ERRORS, kind="unreadable")
+            lines = rig.gateway.lines()
+        _relayed(result, "WebSocket", truth, watcher)
+        _relayed(result, "MQTT", truth, rig.counter)
+        for path in files:
+            said = _log_says(lines, str(path), "moved aside")
+            result.check(f"a clear log: {path.name} moved aside", said is not None, said or "no")
+            asides = sorted(path.parent.glob(f"{path.name}.corrupt-*"))
+            kept = any(aside.read_bytes() == GARBAGE for aside in asides)
+            result.check(
+                f"{path.name} kept aside, not wiped",
+                kept,
+                ", ".join(aside.name for aside in asides) or "nothing next to it",
+            )
+        result.check(
+            f"/metrics counts the files it could not read ({STATE_ERRORS})",
+            unreadable >= len(files),
+            f'{STATE_ERRORS}{{kind="unreadable"}} = {unreadable:g}',
+        )
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class Replug:
+    """The device unplugged ``replugs`` times, for ``unplugged`` s each, plugged in for
+    ``plugged`` s between; the gateway without MQTT (the link alone is under test)."""
+
+    replugs: int = 100
+    plugged: float = 1.5
+    unplugged: float = 0.5
+
+    name = "device replugged"
+
+    def run(self, common: Common, workdir: Path) -> Result:
+        result = Result(f"{self.name} {self.replugs} times at {common.rate:g} frames/s", workdir)
+        every = self.plugged + self.unplugged
+        duration = self.replugs * every + self.unplugged + self.plugged / 2
+        with Rig(
+            workdir, common, duration=duration, disconnect=(every, self.unplugged), mqtt=False
+        ) as rig:
+            watcher = rig.watch_websocket()
+            rig.wait_first(watcher)
+            rig.wait_device()
+            truth = read_truth(rig.device.truth)
+            first = match_frames(truth.frames, watcher.arrivals()).first or 0
+            rig.settle(watcher, len(truth.frames) - first)
+        matching = match_frames(truth.frames, watcher.arrivals())
+        lost = matching.missing(truth.frames)
+        losses = classify_replug_losses(truth.frames, truth.windows, matching)
+        delays = reconnect_delays(truth.frames, truth.windows, matching)
+        _counted(result, truth, matching, lost)
+        result.figure("unplugged", len(truth.windows))
+        result.figure("frames not sent while unplugged", sum(w.skipped for w in truth.windows))
+        result.figure("reconnect ms p50 (device back -> first frame relayed)", _ms(delays, 0.5))
+        result.figure("reconnect ms p99", _ms(delays, 0.99))
+        result.figure("reconnect ms max", _ms(delays, 1.0))
+        result.figure(
+            "frames lost just before an unplug (unread in the port)", losses.before_unplug
+        )
+        result.check(
+            "reconnected after every replug",
+            len(truth.windows) == self.replugs and losses.returns_without_frames == 0,
+            f"{len(truth.windows)} unplugs, {len(delays)} returns with frames",
+        )
+        result.check(
+            "0 frames lost after the device's return",
+            losses.after_return == 0 and losses.other == 0,
+            f"{losses.after_return} lost after a return, {losses.other} elsewhere",
+        )
+        return result
+
+
+def _ms(delays: Sequence[float], fraction: float) -> float:
+    return percentile(delays, fraction) * 1000
+
+
+def _queue_size(common: Common, seconds: float) -> int:
+    """Messages the gateway must be able to hold for ``seconds`` of frames, with room."""
+    return max(100_000, int(common.rate * seconds * 2))
+
+
+Scenario = BrokerOutage | GatewayKill | RestartWhileAway | DiskFull | CorruptState | Replug
+
+SCENARIOS: dict[str, Callable[[], Scenario]] = {
+    "broker": BrokerOutage,
+    "kill": GatewayKill,
+    "restart": RestartWhileAway,
+    "disk-full": DiskFull,
+    "corrupt": CorruptState,
+    "replug": Replug,
+}
+"""The scenarios by their name on the command line, in the order they run."""
