@@ -30,7 +30,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from fwsim.device import DEFAULT_INTERVALS
 
@@ -407,12 +407,6 @@ class GatewayProcess:
         except OSError:
             return 0, b""
 
-    def health(self) -> dict[str, Any]:
-        """/healthz as JSON ({} if it does not answer)."""
-        status, body = self.get("/healthz")
-        document: dict[str, Any] = json.loads(body) if status else {}
-        return document
-
     def metric(self, name: str, **labels: str) -> float:
         """The sum of the samples of ``name`` in /metrics whose labels include ``labels``."""
         _, body = self.get("/metrics")
@@ -435,11 +429,6 @@ def sum_samples(text: str, name: str, labels: dict[str, str]) -> float:
         if all(found.get(key) == value for key, value in labels.items()):
             total += float(match.group(3))
     return total
-
-
-def exit_status_text(status: int) -> str:
-    """``0``, ``1`` or ``SIGKILL`` for a Popen return code."""
-    return signal.Signals(-status).name if status < 0 else str(status)
 
 
 def copy_files(paths: Sequence[Path], target: Path) -> list[Path]:

@@ -20,6 +20,7 @@ from typing import Self
 
 from gateway.config import MqttConfig
 from gateway.outputs.mqtt import OUTBOX_FILE
+from gateway.runtime.gateway import JOURNAL_FILE
 from scripts.fault_suite.observers import MqttCounter, Record, WebSocketWatcher
 from scripts.fault_suite.parts import (
     Broker,
@@ -34,8 +35,6 @@ __all__ = ["DEVICE", "JOURNAL_FILE", "OUTBOX_FILE", "Common", "DepthSampler", "R
 
 DEVICE = "node"
 """The device's name in the gateway's configuration (topics ``tgw/node/...``)."""
-JOURNAL_FILE = "journal.sqlite"
-"""The journal's file in the state directory (see ``tgw run --help``)."""
 
 
 @dataclass(frozen=True, slots=True)
