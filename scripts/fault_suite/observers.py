@@ -107,6 +107,10 @@ class Record:
         with self._lock:
             return self._arrivals[-1].at if self._arrivals else None
 
+    def live_since(self) -> float | None:
+        """Since when (monotonic) envelopes can reach this record; None while they cannot."""
+        return 0.0
+
 
 class MqttCounter(Record):
     """Subscribes to ``topic`` with QoS 1 on ``broker``, in a persistent session
@@ -122,12 +126,14 @@ class MqttCounter(Record):
         self.broker = broker
         self.topic = topic
         self._subscribed = threading.Event()
+        self._connected_at: float | None = None
         client = self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
         )
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
         client.reconnect_delay_set(min_delay=1, max_delay=1)
 
     def start(self) -> Self:
@@ -163,7 +169,23 @@ class MqttCounter(Record):
         properties: Properties | None,
     ) -> None:
         if not reason_code.is_failure:
+            self._connected_at = time.monotonic()
             client.subscribe(self.topic, qos=1)
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._connected_at = None
+
+    def live_since(self) -> float | None:
+        """Since when the subscriber is connected (what the broker kept for it arrives
+        then); None while it is not."""
+        return self._connected_at
 
     def _on_subscribe(
         self,

@@ -225,14 +225,17 @@ class Rig:
 
     def settle(self, record: Record, expected: int) -> None:
         """Wait, once the device has stopped, until ``record`` holds ``expected`` distinct
-        envelopes, or the gateway's outbox is empty and nothing came for
-        :attr:`Common.quiet` seconds, or :attr:`Common.drain_timeout` passed."""
+        envelopes; or until the gateway's outbox is empty and nothing came for
+        :attr:`Common.quiet` seconds while ``record`` could receive; or until
+        :attr:`Common.drain_timeout` has passed."""
         common = self.common
         deadline = time.monotonic() + common.drain_timeout
         while time.monotonic() < deadline and record.distinct() < expected:
-            last = record.last_at() or 0.0
-            if time.monotonic() - last > common.quiet and self.outbox_depth() == 0:
-                return
+            live = record.live_since()
+            if live is not None:
+                last = max(live, record.last_at() or 0.0)
+                if time.monotonic() - last > common.quiet and self.outbox_depth() == 0:
+                    return
             time.sleep(0.2)
 
     def outbox_depth(self) -> float:

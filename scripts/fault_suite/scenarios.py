@@ -69,6 +69,18 @@ def _seq_figures(result: Result, arrivals: Sequence[Arrival]) -> None:
     result.check("0 out of order", tally.out_of_order == 0, f"{tally.out_of_order} out of order")
 
 
+def _check_duplicates(result: Result, common: Common, duplicates: int) -> None:
+    """Only what was in flight when the broker went away may arrive twice: the gateway's
+    publishes not yet acknowledged, and the broker's deliveries to the subscriber."""
+    bound = common.gateway_inflight() + common.broker_inflight
+    result.check(
+        "duplicates only for messages in flight at the cut",
+        duplicates <= bound,
+        f"{duplicates} duplicates, at most {common.gateway_inflight()} in flight "
+        f"from the gateway + {common.broker_inflight} to the subscriber",
+    )
+
+
 def _missing_after(matching: Matching, lost: Sequence[int], since_time: float) -> list[int]:
     """Lost frames sent after the first frame the gateway read at or after ``since_time``
     (Unix time): what a restarted gateway lost once it was reading again."""
@@ -132,13 +144,7 @@ class BrokerOutage:
         result.check("0 lost", not lost and matching.foreign == 0, f"{len(lost)} lost")
         tally = tally_seqs(arrivals)
         result.check("every seq arrived", tally.gaps == 0, f"{tally.gaps} seqs missing")
-        bound = common.gateway_inflight() + common.broker_inflight
-        result.check(
-            "duplicates only for messages in flight at the cut",
-            tally.duplicates <= bound,
-            f"{tally.duplicates} duplicates, at most {common.gateway_inflight()} in flight "
-            f"from the gateway + {common.broker_inflight} to the subscriber",
-        )
+        _check_duplicates(result, common, tally.duplicates)
         result.check("nothing dropped", dropped == 0, f"{dropped:g} dropped")
         return result
 
@@ -260,6 +266,7 @@ class RestartWhileAway:
             missing_seen == 0,
             f"{missing_seen} of the {len(seen)} a WebSocket client got never reached MQTT",
         )
+        _check_duplicates(result, common, tally_seqs(arrivals).duplicates)
         result.check(
             "0 lost once the gateway is back", not after, f"{len(after)} lost after its return"
         )
