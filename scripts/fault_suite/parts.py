@@ -249,8 +249,6 @@ class Device:
         self.arguments = arguments
         self._process: subprocess.Popen[str] | None = None
         self._reader: LogReader | None = None
-        self._truth_offset = 0
-        self._frames = 0
 
     def start(self) -> None:
         """Start fwsim; return once its PTY is there."""
@@ -274,17 +272,18 @@ class Device:
     def lines(self) -> list[str]:
         return self._reader.lines() if self._reader is not None else []
 
-    def frames_sent(self) -> int:
-        """Frames written to the PTY so far (fwsim writes a truth line after each)."""
+    def truth_mark(self) -> int:
+        """Where the truth file ends now (cheap: call it just before a fault), for
+        :meth:`frames_before`."""
+        return self.truth.stat().st_size
+
+    def frames_before(self, mark: int) -> int:
+        """Frames written to the PTY before :meth:`truth_mark` returned ``mark`` (fwsim
+        writes a frame's truth line as soon as the frame is written)."""
         with self.truth.open("rb") as truth:
-            truth.seek(self._truth_offset)
-            data = truth.read()
+            data = truth.read(mark)
         complete = data[: data.rfind(b"\n") + 1]
-        self._truth_offset += len(complete)
-        self._frames += sum(
-            1 for line in complete.splitlines() if json.loads(line)["type"] == "frame"
-        )
-        return self._frames
+        return sum(1 for line in complete.splitlines() if json.loads(line)["type"] == "frame")
 
     def wait(self, timeout: float) -> None:
         """Wait for fwsim to end by itself (its duration is over and the PTY read)."""

@@ -177,7 +177,7 @@ class GatewayKill:
             if self.backlog:
                 rig.broker.stop()
             rig.sleep_until(self.warmup + self.backlog)
-            sent_before = rig.device.frames_sent()
+            mark = rig.device.truth_mark()
             rig.gateway.kill()
             kept = envelopes_in_state_file(copy_files(rig.outbox_files, workdir / "killed"))
             seen = watcher.arrivals()
@@ -189,15 +189,17 @@ class GatewayKill:
             truth, matching, lost = _finish(rig, rig.counter)
             arrivals = rig.counter.arrivals()
         _counted(result, truth, matching, lost)
+        sent_before = rig.device.frames_before(mark)
         window = [index for index in lost if index < sent_before]
         after = _missing_after(matching, lost, restarted)
-        decoded = _not_arrived([arrival.payload for arrival in seen], arrivals)
+        decoded = match_frames(truth.frames, seen).arrived
+        uncommitted = sum(index in decoded for index in window)
         result.figure("kept in the outbox at the kill (committed, not acknowledged)", len(kept))
         result.figure("lost of what was sent before the kill", len(window))
-        result.figure("  decoded, not committed (a WebSocket client had them)", decoded)
-        result.figure("  that window, in ms of frames", decoded / common.rate * 1000)
+        result.figure("  decoded, not committed (a WebSocket client had them)", uncommitted)
+        result.figure("  that window, in ms of frames", uncommitted / common.rate * 1000)
         result.figure(
-            "  not decoded (in the port, flushed when it reopened)", len(window) - decoded
+            "  not decoded (in the port, flushed when it reopened)", len(window) - uncommitted
         )
         result.figure(
             "lost of what was sent while no gateway ran", len(lost) - len(window) - len(after)
