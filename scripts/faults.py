@@ -88,47 +88,60 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"run this scenario (repeat for several): {', '.join(SCENARIOS)}",
     )
     parser.add_argument(
-        "--workdir", type=Path, help="keep everything here (default: a temporary folder)"
+        "--workdir",
+        type=Path,
+        metavar="DIR",
+        help="keep everything here (default: a temporary folder)",
     )
     parser.add_argument("--keep", action="store_true", help="keep --workdir even when all passed")
     common = parser.add_argument_group("every scenario")
     defaults = Common()
     common.add_argument(
-        "--rate", type=_positive, default=defaults.rate, help="frames/s (default %(default)g)"
+        "--rate",
+        type=_positive,
+        default=defaults.rate,
+        metavar="N",
+        help="frames/s the device sends (default %(default)g)",
     )
     common.add_argument(
         "--warmup",
         type=_positive,
+        metavar="S",
         default=10.0,
         help="seconds of steady stream before a fault (default %(default)g)",
     )
     common.add_argument(
         "--after",
         type=_positive,
+        metavar="S",
         default=10.0,
         help="seconds the device goes on sending after a fault ends (default %(default)g)",
     )
     common.add_argument(
         "--commit-interval",
         type=_positive,
+        metavar="S",
         default=defaults.commit_interval,
         help="the gateway's [mqtt] commit_interval (default %(default)g)",
     )
     common.add_argument(
         "--max-inflight",
         type=int,
+        metavar="N",
         default=defaults.max_inflight,
         help="the gateway's [mqtt] max_inflight, if it has the key (default %(default)s)",
     )
     common.add_argument(
         "--drain-timeout",
         type=_positive,
+        metavar="S",
         default=defaults.drain_timeout,
         help="seconds to wait for the backlog once the device stopped (default %(default)g)",
     )
     common.add_argument(
         "--quiet",
         type=_positive,
+        metavar="S",
         default=defaults.quiet,
         help="seconds without an envelope, the outbox empty, after which what is missing "
         "is lost (default %(default)g)",
@@ -156,10 +169,17 @@ def _scenario_options(parser: argparse.ArgumentParser) -> None:
     ]
     for flag, default, text in options:
         if isinstance(default, int):
-            group.add_argument(flag, type=int, default=default, help=f"{text} (default {default})")
+            metavar = "BYTES" if flag == "--disk-limit" else "N"
+            group.add_argument(
+                flag, type=int, default=default, metavar=metavar, help=f"{text} (default {default})"
+            )
         else:
             group.add_argument(
-                flag, type=_non_negative, default=default, help=f"{text} (default {default:g})"
+                flag,
+                type=_non_negative,
+                default=default,
+                metavar="S",
+                help=f"{text} (default {default:g})",
             )
 
 
@@ -227,7 +247,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[Result] = []
     try:
         for name, scenario in scenarios(arguments).items():
-            print(f"faults: {name}: running ({workdir / name})", file=sys.stderr, flush=True)
+            print(
+                f"faults: {name}: the device sends for {scenario.seconds:g} s, then the "
+                f"backlog drains ({workdir / name})",
+                file=sys.stderr,
+                flush=True,
+            )
             began = time.monotonic()
             try:
                 result = scenario.run(common, workdir / name)

@@ -9,6 +9,7 @@ open, and outside the run). "Lost" is a frame the device wrote that no envelope 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -116,10 +117,15 @@ class BrokerOutage:
 
     name = "broker away"
 
+    @property
+    def seconds(self) -> float:
+        """How long the device sends."""
+        return self.warmup + self.away + self.after
+
     def run(self, common: Common, workdir: Path) -> Result:
         result = Result(f"{self.name} {self.away:g} s at {common.rate:g} frames/s", workdir)
         queue = _queue_size(common, self.away + self.after)
-        duration = self.warmup + self.away + self.after
+        duration = self.seconds
         with Rig(workdir, common, duration=duration, queue_size=queue) as rig:
             assert rig.broker is not None
             assert rig.counter is not None
@@ -136,9 +142,14 @@ class BrokerOutage:
             dropped = rig.gateway.metric("tgw_mqtt_dropped_total")
         _counted(result, truth, matching, lost)
         result.figure("backlog when the broker came back", backlog)
+        caught_up = depths.caught_up(back, common.rate)
         result.figure(
             "seconds to catch up (under 1 s of frames queued)",
-            depths.caught_up(back, common.rate) or float("nan"),
+            caught_up if caught_up is not None else math.nan,
+        )
+        result.figure(
+            "messages/s published while catching up",
+            backlog / caught_up + common.rate if caught_up else math.nan,
         )
         _seq_figures(result, arrivals)
         result.check("0 lost", not lost and matching.foreign == 0, f"{len(lost)} lost")
@@ -163,10 +174,15 @@ class GatewayKill:
 
     name = "gateway SIGKILL"
 
+    @property
+    def seconds(self) -> float:
+        """How long the device sends."""
+        return self.warmup + self.backlog + self.down + self.after
+
     def run(self, common: Common, workdir: Path) -> Result:
         title = f"{self.name}, broker away {self.backlog:g} s before, at {common.rate:g} frames/s"
         result = Result(title, workdir)
-        duration = self.warmup + self.backlog + self.down + self.after
+        duration = self.seconds
         queue = _queue_size(common, self.backlog + self.down + self.after)
         with Rig(workdir, common, duration=duration, queue_size=queue) as rig:
             assert rig.broker is not None
@@ -229,10 +245,15 @@ class RestartWhileAway:
 
     name = "gateway restarted while the broker is away"
 
+    @property
+    def seconds(self) -> float:
+        """How long the device sends."""
+        return self.warmup + self.away + self.after
+
     def run(self, common: Common, workdir: Path) -> Result:
         result = Result(f"{self.name}, {self.away:g} s at {common.rate:g} frames/s", workdir)
         queue = _queue_size(common, self.away + self.after)
-        duration = self.warmup + self.away + self.after
+        duration = self.seconds
         with Rig(workdir, common, duration=duration, queue_size=queue) as rig:
             assert rig.broker is not None
             assert rig.counter is not None
@@ -276,8 +297,15 @@ class RestartWhileAway:
 
 
 def _log_says(lines: Sequence[str], *words: str) -> str | None:
-    """The first log line containing every one of ``words``, if any."""
-    return next((line for line in lines if all(word in line for word in words)), None)
+    """The first WARNING or ERROR line of the log containing every one of ``words``."""
+    return next(
+        (
+            line
+            for line in lines
+            if (" WARNING " in line or " ERROR " in line) and all(word in line for word in words)
+        ),
+        None,
+    )
 
 
 def _relayed(result: Result, what: str, truth: Truth, record: Record) -> None:
@@ -299,6 +327,11 @@ class DiskFull:
     limit: int = 1 << 20
 
     name = "disk full"
+
+    @property
+    def seconds(self) -> float:
+        """How long the device sends."""
+        return self.duration
 
     def run(self, common: Common, workdir: Path) -> Result:
         result = Result(f"{self.name} (files up to {self.limit:,} bytes)", workdir)
@@ -327,8 +360,8 @@ class DiskFull:
         result.figure("WebSocket drops the gateway reported", watcher.dropped)
         result.check("the gateway keeps running", running, "running" if running else "exited")
         for name in (OUTBOX_FILE, JOURNAL_FILE):
-            said = _log_says(lines, str(rig.state_dir / name), "cannot write")
-            result.check(f"a clear log: {name} cannot be written", said is not None, said or "no")
+            said = _log_says(lines, str(rig.state_dir / name))
+            result.check(f"a warning names {name}", said is not None, said or "no such line")
         result.check(
             f"/metrics counts what it could not keep ({STATE_ERRORS})",
             errors > 0,
@@ -349,14 +382,19 @@ class CorruptState:
 
     name = "corrupt state files"
 
+    @property
+    def seconds(self) -> float:
+        """How long the device sends."""
+        return self.duration
+
     def run(self, common: Common, workdir: Path) -> Result:
         result = Result(self.name, workdir)
-        state = workdir / "state"
-        state.mkdir(parents=True, exist_ok=True)
-        files = [state / OUTBOX_FILE, state / JOURNAL_FILE]
+        rig = Rig(workdir, common, duration=self.duration)
+        rig.state_dir.mkdir(parents=True, exist_ok=True)
+        files = [rig.state_dir / OUTBOX_FILE, rig.state_dir / JOURNAL_FILE]
         for path in files:
             path.write_bytes(GARBAGE)
-        with Rig(workdir, common, duration=self.duration) as rig:
+        with rig:
             assert rig.counter is not None
             watcher = rig.watch_websocket()
             rig.wait_first(watcher)
@@ -370,8 +408,10 @@ class CorruptState:
         _relayed(result, "WebSocket", truth, watcher)
         _relayed(result, "MQTT", truth, rig.counter)
         for path in files:
-            said = _log_says(lines, str(path), "moved aside")
-            result.check(f"a clear log: {path.name} moved aside", said is not None, said or "no")
+            said = _log_says(lines, str(path), f"{path.name}.corrupt-")
+            result.check(
+                f"an error names {path.name} and where it went", said is not None, said or "no"
+            )
             asides = sorted(path.parent.glob(f"{path.name}.corrupt-*"))
             kept = any(aside.read_bytes() == GARBAGE for aside in asides)
             result.check(
@@ -398,10 +438,16 @@ class Replug:
 
     name = "device replugged"
 
+    @property
+    def seconds(self) -> float:
+        """How long the device sends."""
+        every = self.plugged + self.unplugged
+        return self.replugs * every + self.unplugged + self.plugged / 2  # ends plugged in
+
     def run(self, common: Common, workdir: Path) -> Result:
         result = Result(f"{self.name} {self.replugs} times at {common.rate:g} frames/s", workdir)
         every = self.plugged + self.unplugged
-        duration = self.replugs * every + self.unplugged + self.plugged / 2
+        duration = self.seconds
         with Rig(
             workdir, common, duration=duration, disconnect=(every, self.unplugged), mqtt=False
         ) as rig:

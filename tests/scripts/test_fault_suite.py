@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from scripts import faults
+from scripts.fault_suite.report import format_table
 from scripts.fault_suite.rig import Common
 from scripts.fault_suite.scenarios import (
     SCENARIOS,
@@ -49,7 +50,8 @@ def test_every_scenario_has_a_short_version() -> None:
 def test_scenario(name: str, tmp_path: Path) -> None:
     result = SHORT[name].run(COMMON, tmp_path)
     assert result.checks, "a scenario checks something"
-    assert result.passed, result.failures()
+    if not result.passed:
+        pytest.fail(f"{result.failures()}\n\n{format_table([result])}", pytrace=False)
 
 
 def test_the_script_defaults_are_the_full_runs() -> None:
