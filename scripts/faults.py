@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import tempfile
 import textwrap
@@ -69,8 +70,9 @@ counted against a guarantee. The durations are not guarantees either: only figur
 
 Prints a table of figures and guarantees (PASS/FAIL) at the end. Exit status: 0 when
 every guarantee held, 1 when one failed or a part did not start, 2 for a usage error,
-130 on Ctrl-C. The logs, the device's truth and the state directories are kept in
---workdir (a temporary folder, removed when all passed, unless --keep).
+130 on Ctrl-C or SIGTERM (every part is stopped first). The logs, the device's truth,
+what each subscriber got and the state directories are kept in --workdir (a temporary
+folder, removed when all passed, unless --keep).
 """
 
 
@@ -238,7 +240,12 @@ def _check(arguments: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         parser.error("--disk-limit below 64 KiB: the gateway could not even start")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the parts as Ctrl-C does
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
     parser = build_parser()
     arguments = parser.parse_args(argv)
     _check(arguments, parser)

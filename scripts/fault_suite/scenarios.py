@@ -346,6 +346,7 @@ class DiskFull:
             rig.sleep_until(self.duration / 3)
             rig.broker.stop()
             rig.sleep_until(self.duration * 2 / 3)
+            readiness, said_ready = rig.gateway.get("/readyz")
             rig.broker.start()
             rig.wait_device()
             truth = read_truth(rig.device.truth)
@@ -359,6 +360,12 @@ class DiskFull:
         _relayed(result, "MQTT", truth, rig.counter)
         result.figure("WebSocket drops the gateway reported", watcher.dropped)
         result.check("the gateway keeps running", running, "running" if running else "exited")
+        reasons = said_ready.decode(errors="replace")
+        result.check(
+            "/readyz says the outbox cannot write (while the broker is away)",
+            readiness == 503 and "cannot write" in reasons,
+            f"{readiness} {reasons}",
+        )
         for name in (OUTBOX_FILE, JOURNAL_FILE):
             said = _log_says(lines, str(rig.state_dir / name))
             result.check(f"a warning names {name}", said is not None, said or "no such line")
