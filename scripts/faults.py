@@ -255,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for name, scenario in scenarios(arguments).items():
             print(
-                f"faults: {name}: the device sends for {scenario.seconds:g} s, then the "
+                f"faults: {name}: the device sends for about {scenario.seconds:g} s, then the "
                 f"backlog drains ({workdir / name})",
                 file=sys.stderr,
                 flush=True,

@@ -102,10 +102,15 @@ class Record:
                 record = {"seq": arrival.seq, "time": arrival.time, "at": arrival.at}
                 lines.write(json.dumps({**record, "raw": arrival.raw}) + "\n")
 
+    def last(self) -> Arrival | None:
+        """The latest envelope, None before the first."""
+        with self._lock:
+            return self._arrivals[-1] if self._arrivals else None
+
     def last_at(self) -> float | None:
         """When the latest envelope arrived (monotonic), None before the first."""
-        with self._lock:
-            return self._arrivals[-1].at if self._arrivals else None
+        last = self.last()
+        return last.at if last is not None else None
 
     def live_since(self) -> float | None:
         """Since when (monotonic) envelopes can reach this record; None while they cannot."""

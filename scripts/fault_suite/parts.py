@@ -213,12 +213,13 @@ class Broker:
 
 class Device:
     """fwsim on a PTY (symlink ``link``) sending ``motion`` frames, nothing else, at ``rate``
-    frames/s for ``duration`` seconds, with the ``addressed-crc16`` profile (each frame
-    carries a sequence byte); ground truth in ``truth``.
+    frames/s, with the ``addressed-crc16`` profile (each frame carries a sequence byte);
+    ground truth in ``truth``.
 
-    ``disconnect``: (every, for) seconds, the PTY vanishes every ``every`` seconds for
-    ``for`` seconds (an unplugged adapter). fwsim ends by itself after ``duration`` s,
-    once the gateway has read what it wrote.
+    fwsim ends by itself after ``duration`` s, or when told to :meth:`finish` (with
+    ``duration`` None), once the gateway has read what it wrote. ``disconnect``: (every,
+    for) seconds, the PTY vanishes every ``every`` seconds for ``for`` seconds (an
+    unplugged adapter).
     """
 
     PROFILE = "addressed-crc16"
@@ -230,7 +231,7 @@ class Device:
         log: Path,
         *,
         rate: float,
-        duration: float,
+        duration: float | None,
         seed: int = 1,
         disconnect: tuple[float, float] | None = None,
     ) -> None:
@@ -240,7 +241,9 @@ class Device:
         self.rate = rate
         self.duration = duration
         arguments = ["--link", str(link), "--profile", self.PROFILE, "--seed", str(seed)]
-        arguments += ["--duration", f"{duration:g}", "--truth", str(truth)]
+        arguments += ["--truth", str(truth)]
+        if duration is not None:
+            arguments += ["--duration", f"{duration:g}"]
         for name in DEFAULT_INTERVALS:
             interval = f"{1 / rate:.6g}" if name == "motion" else "off"
             arguments += ["--interval", f"{name}={interval}"]
@@ -286,7 +289,8 @@ class Device:
         return sum(1 for line in complete.splitlines() if json.loads(line)["type"] == "frame")
 
     def wait(self, timeout: float) -> None:
-        """Wait for fwsim to end by itself (its duration is over and the PTY read)."""
+        """Wait for fwsim to end (its duration over or :meth:`finish` called, and what it
+        wrote read by the gateway)."""
         process = self._process
         if process is None:
             return
@@ -298,6 +302,12 @@ class Device:
             self._reader.join(START_TIMEOUT)
         if status != 0:
             raise HarnessError(f"fwsim exited with status {status}: {self.lines()[-5:]}")
+
+    def finish(self) -> None:
+        """End the run (SIGUSR1): fwsim stops sending and exits once the gateway has read
+        what it sent, as at the end of a duration; :meth:`wait` for it."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGUSR1)
 
     def stop(self) -> None:
         """Stop fwsim now (SIGTERM), if it is still running."""

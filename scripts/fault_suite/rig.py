@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from gateway.outputs.mqtt import OUTBOX_FILE
 from gateway.runtime.gateway import JOURNAL_FILE
 from scripts.fault_suite.observers import MqttCounter, Record, WebSocketWatcher
 from scripts.fault_suite.parts import (
+    POLL,
+    START_TIMEOUT,
     Broker,
     Device,
     GatewayProcess,
@@ -111,8 +114,9 @@ level = "info"
 class Rig:
     """The parts of one scenario, in ``workdir``.
 
-    ``duration``: seconds the device sends; ``disconnect``: its unplug schedule (every,
-    for); ``mqtt``: publish to a broker, counted by :attr:`counter`; ``queue_size``:
+    ``duration``: seconds the device sends (None: until :meth:`end_device`);
+    ``disconnect``: its unplug schedule (every, for); ``mqtt``: publish to a broker,
+    counted by :attr:`counter`; ``queue_size``:
     messages the gateway may hold for MQTT and for a WebSocket client;
     ``file_size_limit``: bytes any file of the gateway may reach.
     """
@@ -122,7 +126,7 @@ class Rig:
         workdir: Path,
         common: Common,
         *,
-        duration: float,
+        duration: float | None,
         disconnect: tuple[float, float] | None = None,
         mqtt: bool = True,
         queue_size: int = 100_000,
@@ -219,9 +223,23 @@ class Rig:
         """Wait until the first envelope reached ``record``: the chain works."""
         wait_for(lambda: record.count() > 0, "a first envelope from the device")
 
+    def wait_until(self, condition: Callable[[], bool], timeout: float = START_TIMEOUT) -> bool:
+        """Wait until ``condition()`` holds, ``timeout`` s at most; say whether it does."""
+        deadline = time.monotonic() + timeout
+        while not (held := condition()) and time.monotonic() < deadline:
+            time.sleep(POLL)
+        return held
+
+    def end_device(self, after: float) -> None:
+        """Let the device send ``after`` s more, then end its run; wait for its end."""
+        time.sleep(after)
+        self.device.finish()
+        self.wait_device()
+
     def wait_device(self) -> None:
-        """Wait for the device to finish its run (it ends by itself)."""
-        self.device.wait(self.device.duration + 60.0)
+        """Wait for the device to finish its run and the gateway to read what it sent."""
+        left = (self.device.duration or 0.0) - (time.monotonic() - self.started)
+        self.device.wait(max(0.0, left) + 60.0)
 
     def settle(self, record: Record, expected: int) -> None:
         """Wait, once the device has stopped, until ``record`` holds ``expected`` distinct

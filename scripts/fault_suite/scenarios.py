@@ -82,14 +82,37 @@ def _check_duplicates(result: Result, common: Common, duplicates: int) -> None:
     )
 
 
-def _missing_after(matching: Matching, lost: Sequence[int], since_time: float) -> list[int]:
-    """Lost frames sent after the first frame the gateway read at or after ``since_time``
-    (Unix time): what a restarted gateway lost once it was reading again."""
-    later = [index for index, arrival in matching.arrived.items() if arrival.time >= since_time]
-    if not later:
-        return list(lost)
-    back = min(later)
-    return [index for index in lost if index > back]
+@dataclass(frozen=True, slots=True)
+class Return:
+    """What arrived from a gateway started again at ``since`` (Unix time)."""
+
+    relayed: int
+    """Frames it read and relayed (not those of the outbox it inherited)."""
+    lost: list[int]
+    """Frames lost after the first one it relayed: lost while it was reading again."""
+
+
+def _return(matching: Matching, lost: Sequence[int], since: float) -> Return:
+    later = [index for index, arrival in matching.arrived.items() if arrival.time >= since]
+    back = min(later, default=math.inf)
+    return Return(len(later), [index for index in lost if index > back])
+
+
+def _wait_return(rig: Rig, record: Record, since: float) -> None:
+    """Wait (a while at most) until a frame the gateway started again read reaches
+    ``record``: from then on the device sends its ``after`` seconds."""
+    rig.wait_until(lambda: (last := record.last()) is not None and last.time >= since)
+
+
+def _check_return(result: Result, back: Return) -> None:
+    result.check(
+        "the gateway started again relays again",
+        back.relayed > 0,
+        f"{back.relayed} frames read after its start",
+    )
+    result.check(
+        "0 lost once the gateway is back", not back.lost, f"{len(back.lost)} lost after its return"
+    )
 
 
 def _not_arrived(kept: Sequence[bytes], arrivals: Sequence[Arrival]) -> int:
@@ -98,8 +121,7 @@ def _not_arrived(kept: Sequence[bytes], arrivals: Sequence[Arrival]) -> int:
 
 
 def _finish(rig: Rig, record: Record) -> tuple[Truth, Matching, list[int]]:
-    """Wait for the device's end and the drain; match what arrived to what was sent."""
-    rig.wait_device()
+    """Once the device has ended, wait for the drain; match what arrived to what was sent."""
     truth = read_truth(rig.device.truth)
     first = match_frames(truth.frames, record.arrivals()).first or 0
     rig.settle(record, len(truth.frames) - first)
@@ -109,7 +131,8 @@ def _finish(rig: Rig, record: Record) -> tuple[Truth, Matching, list[int]]:
 
 @dataclass(frozen=True, slots=True)
 class BrokerOutage:
-    """The broker stopped for ``away`` s while the device sends, then started again."""
+    """The broker stopped for ``away`` s while the device sends, then started again; the
+    device sends ``after`` s more."""
 
     warmup: float = 10.0
     away: float = 300.0
@@ -119,14 +142,13 @@ class BrokerOutage:
 
     @property
     def seconds(self) -> float:
-        """How long the device sends."""
+        """How long the device sends (on a machine that starts the gateway at once)."""
         return self.warmup + self.away + self.after
 
     def run(self, common: Common, workdir: Path) -> Result:
         result = Result(f"{self.name} {self.away:g} s at {common.rate:g} frames/s", workdir)
-        queue = _queue_size(common, self.away + self.after)
-        duration = self.seconds
-        with Rig(workdir, common, duration=duration, queue_size=queue) as rig:
+        queue = _queue_size(common, self.seconds)
+        with Rig(workdir, common, duration=None, queue_size=queue) as rig:
             assert rig.broker is not None
             assert rig.counter is not None
             with DepthSampler(rig) as depths:
@@ -137,6 +159,7 @@ class BrokerOutage:
                 backlog = rig.outbox_depth()
                 rig.broker.start()
                 back = time.monotonic()
+                rig.end_device(self.after)
                 truth, matching, lost = _finish(rig, rig.counter)
             arrivals = rig.counter.arrivals()
             dropped = rig.gateway.metric("tgw_mqtt_dropped_total")
@@ -165,7 +188,8 @@ class GatewayKill:
     """The gateway killed (SIGKILL) mid-stream and started again ``down`` s later with the
     same state directory. The broker is away for the ``backlog`` s before the kill (0:
     not at all), so that the outbox holds messages the kill can lose; it comes back once
-    the gateway is started again."""
+    the gateway is started again. The device sends ``after`` s more once the gateway
+    relays again, however long it took to start."""
 
     warmup: float = 10.0
     backlog: float = 10.0
@@ -176,15 +200,14 @@ class GatewayKill:
 
     @property
     def seconds(self) -> float:
-        """How long the device sends."""
+        """How long the device sends (on a machine that starts the gateway at once)."""
         return self.warmup + self.backlog + self.down + self.after
 
     def run(self, common: Common, workdir: Path) -> Result:
         title = f"{self.name}, broker away {self.backlog:g} s before, at {common.rate:g} frames/s"
         result = Result(title, workdir)
-        duration = self.seconds
-        queue = _queue_size(common, self.backlog + self.down + self.after)
-        with Rig(workdir, common, duration=duration, queue_size=queue) as rig:
+        queue = _queue_size(common, self.seconds)
+        with Rig(workdir, common, duration=None, queue_size=queue) as rig:
             assert rig.broker is not None
             assert rig.counter is not None
             watcher = rig.watch_websocket()
@@ -202,12 +225,14 @@ class GatewayKill:
             rig.start_gateway()
             if not rig.broker.running:
                 rig.broker.start()
+            _wait_return(rig, rig.counter, restarted)
+            rig.end_device(self.after)
             truth, matching, lost = _finish(rig, rig.counter)
             arrivals = rig.counter.arrivals()
         _counted(result, truth, matching, lost)
         sent_before = rig.device.frames_before(mark)
         window = [index for index in lost if index < sent_before]
-        after = _missing_after(matching, lost, restarted)
+        back = _return(matching, lost, restarted)
         decoded = match_frames(truth.frames, seen).arrived
         uncommitted = sum(index in decoded for index in window)
         result.figure("kept in the outbox at the kill (committed, not acknowledged)", len(kept))
@@ -218,7 +243,7 @@ class GatewayKill:
             "  not decoded (in the port, flushed when it reopened)", len(window) - uncommitted
         )
         result.figure(
-            "lost of what was sent while no gateway ran", len(lost) - len(window) - len(after)
+            "lost of what was sent while no gateway ran", len(lost) - len(window) - len(back.lost)
         )
         _seq_figures(result, arrivals)
         missing_kept = _not_arrived(kept, arrivals)
@@ -227,16 +252,15 @@ class GatewayKill:
             missing_kept == 0 and (len(kept) > 0 or not self.backlog),
             f"{missing_kept} of the {len(kept)} kept never arrived",
         )
-        result.check(
-            "0 lost once the gateway is back", not after, f"{len(after)} lost after its return"
-        )
+        _check_return(result, back)
         return result
 
 
 @dataclass(frozen=True, slots=True)
 class RestartWhileAway:
     """The broker stopped for ``away`` s; meanwhile, ``restart_at`` s into it, the gateway
-    is stopped (SIGTERM) and started again with the same state directory."""
+    is stopped (SIGTERM) and started again with the same state directory. The device
+    sends ``after`` s more once the gateway relays again."""
 
     warmup: float = 10.0
     away: float = 60.0
@@ -247,14 +271,13 @@ class RestartWhileAway:
 
     @property
     def seconds(self) -> float:
-        """How long the device sends."""
+        """How long the device sends (on a machine that starts the gateway at once)."""
         return self.warmup + self.away + self.after
 
     def run(self, common: Common, workdir: Path) -> Result:
         result = Result(f"{self.name}, {self.away:g} s at {common.rate:g} frames/s", workdir)
-        queue = _queue_size(common, self.away + self.after)
-        duration = self.seconds
-        with Rig(workdir, common, duration=duration, queue_size=queue) as rig:
+        queue = _queue_size(common, self.seconds)
+        with Rig(workdir, common, duration=None, queue_size=queue) as rig:
             assert rig.broker is not None
             assert rig.counter is not None
             watcher = rig.watch_websocket()
@@ -269,12 +292,14 @@ class RestartWhileAway:
             rig.start_gateway()
             rig.sleep_until(self.warmup + self.away)
             rig.broker.start()
+            _wait_return(rig, rig.counter, restarted)
+            rig.end_device(self.after)
             truth, matching, lost = _finish(rig, rig.counter)
             arrivals = rig.counter.arrivals()
         _counted(result, truth, matching, lost)
-        after = _missing_after(matching, lost, restarted)
+        back = _return(matching, lost, restarted)
         result.figure("backlog kept at the stop", len(kept))
-        result.figure("frames lost while no gateway ran", len(lost) - len(after))
+        result.figure("frames lost while no gateway ran", len(lost) - len(back.lost))
         _seq_figures(result, arrivals)
         result.check("a clean stop (exit status 0)", status == 0, f"exit status {status}")
         missing_kept = _not_arrived(kept, arrivals)
@@ -290,9 +315,7 @@ class RestartWhileAway:
             f"{missing_seen} of the {len(seen)} a WebSocket client got never reached MQTT",
         )
         _check_duplicates(result, common, tally_seqs(arrivals).duplicates)
-        result.check(
-            "0 lost once the gateway is back", not after, f"{len(after)} lost after its return"
-        )
+        _check_return(result, back)
         return result
 
 
@@ -330,7 +353,7 @@ class DiskFull:
 
     @property
     def seconds(self) -> float:
-        """How long the device sends."""
+        """How long the device sends (on a machine that starts the gateway at once)."""
         return self.duration
 
     def run(self, common: Common, workdir: Path) -> Result:
@@ -391,7 +414,7 @@ class CorruptState:
 
     @property
     def seconds(self) -> float:
-        """How long the device sends."""
+        """How long the device sends (on a machine that starts the gateway at once)."""
         return self.duration
 
     def run(self, common: Common, workdir: Path) -> Result:
@@ -447,7 +470,7 @@ class Replug:
 
     @property
     def seconds(self) -> float:
-        """How long the device sends."""
+        """How long the device sends (on a machine that starts the gateway at once)."""
         every = self.plugged + self.unplugged
         return self.replugs * every + self.unplugged + self.plugged / 2  # ends plugged in
 

@@ -29,8 +29,8 @@ from scripts.fault_suite.scenarios import (
 )
 
 COMMON = Common(rate=150.0, drain_timeout=60.0, quiet=2.0)
-"""150 frames/s: a backlog drains even one publish at a time; the drain waits for what
-is missing for a minute at most (a guard: it ends as soon as everything arrived)."""
+"""150 frames/s, a rate a loaded machine carries; the drain waits for what is missing for
+a minute at most (a guard: it ends as soon as everything arrived)."""
 
 SHORT: dict[str, Scenario] = {
     "broker": BrokerOutage(warmup=1.5, away=3.0, after=1.5),
