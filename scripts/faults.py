@@ -238,6 +238,13 @@ def _check(arguments: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         parser.error("--replugs, --plugged and --unplugged must be positive")
     if arguments.disk_limit < 65536:
         parser.error("--disk-limit below 64 KiB: the gateway could not even start")
+    if arguments.workdir is not None:
+        taken = [name for name in scenarios(arguments) if (arguments.workdir / name).exists()]
+        if taken:
+            parser.error(
+                f"{arguments.workdir / taken[0]} exists (a previous run's state and broker "
+                "would be reused): give a new --workdir"
+            )
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -245,10 +252,18 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _interrupt)
     parser = build_parser()
     arguments = parser.parse_args(argv)
     _check(arguments, parser)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return run(arguments)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    """Run the scenarios of ``arguments``, print the table; the exit status."""
     workdir = arguments.workdir or Path(tempfile.mkdtemp(prefix="tgw-faults-"))
     common = common_settings(arguments)
     results: list[Result] = []

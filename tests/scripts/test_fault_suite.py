@@ -83,3 +83,10 @@ def test_the_script_says_what_it_does_and_refuses_nonsense() -> None:
     )
     assert refused.returncode == 2
     assert "--restart-at must fall within --restart-away" in refused.stderr
+
+
+def test_the_script_will_not_reuse_a_previous_runs_folder(tmp_path: Path) -> None:
+    (tmp_path / "corrupt").mkdir()
+    with pytest.raises(SystemExit) as exit_status:
+        faults.main(["--only", "corrupt", "--workdir", str(tmp_path)])
+    assert exit_status.value.code == 2
