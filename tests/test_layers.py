@@ -141,6 +141,10 @@ RULES: dict[str, tuple[Callable[[str], bool], tuple[str, ...]]] = {
         ("gateway.runtime", "gateway.outputs", "gateway.commands", "gateway.cli"),
     ),
     "the top-level shared modules know no room": (top_level_shared, ROOMS),
+    "the packages import no test and no operator script": (
+        inside("protocol", "fwsim", "gateway"),
+        ("tests", "scripts"),
+    ),
     "nothing but the launcher imports the command line": (
         lambda name: name != "gateway.launcher",
         ("gateway.cli", "gateway.launcher"),

@@ -45,6 +45,9 @@ is written as fast as possible in simulated time unless --realtime or --baud is 
 Faults: per-frame probabilities (--noise ... --duplicate) and recurring windows of
 silence or disconnection (--stall, --disconnect EVERY:FOR, in seconds). --truth
 writes one JSON line per frame and fault, with where its bytes landed.
+
+SIGINT and SIGTERM stop it at once. SIGUSR1 ends the run as --count or --duration
+would: once the reader has taken what was sent (a PTY that closes loses the rest).
 """
 
 
@@ -246,6 +249,7 @@ async def _run(simulator: Simulator) -> RunSummary:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, simulator.stop)
+    loop.add_signal_handler(signal.SIGUSR1, simulator.finish)
     return await simulator.run()
 
 

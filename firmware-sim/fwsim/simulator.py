@@ -95,6 +95,7 @@ class Simulator:
         self._start = 0.0
         self._next_write = 0.0
         self._stop = asyncio.Event()
+        self._finish = asyncio.Event()
 
     def _received(self, data: bytes) -> None:
         self._inbox.extend(self._commands.feed(data))
@@ -105,13 +106,20 @@ class Simulator:
         self._stop.set()
         self._wake.set()
 
+    def finish(self) -> None:
+        """Ask :meth:`run` to end as a count or a duration ends it: after the frame it is
+        sending, once the reader has taken what was sent (waiting DRAIN_TIMEOUT at most)."""
+        self._finish.set()
+        self._wake.set()
+
     def _now(self, virtual: float) -> float:
         if not self.options.realtime:
             return virtual
         return asyncio.get_running_loop().time() - self._start
 
     async def run(self) -> RunSummary:
-        """Open the link, run until count, duration or :meth:`stop`, close the link."""
+        """Open the link, run until count, duration, :meth:`finish` or :meth:`stop`, close
+        the link."""
         await self.link.open()
         self._announce(self.link.description)
         self._start = asyncio.get_running_loop().time()
@@ -144,6 +152,7 @@ class Simulator:
         options = self.options
         return (
             self._stop.is_set()
+            or self._finish.is_set()
             or (options.count is not None and self.summary.frames >= options.count)
             or (options.duration is not None and now >= options.duration)
         )

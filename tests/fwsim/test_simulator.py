@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -155,6 +156,24 @@ def test_pty_link_delivers_every_frame(tmp_path: Path, default_schema: Schema) -
     assert not os.path.lexists(link)  # the symlink goes with the device
     expected = frame_records(truth_frames(read_jsonl(truth)))
     assert len(expected) == 500
+    assert decoded_records(decode_bytes(default_schema, data)) == expected
+
+
+def test_sigusr1_ends_the_run_once_the_reader_has_every_frame(
+    tmp_path: Path, default_schema: Schema
+) -> None:
+    link, truth = tmp_path / "ttyFW", tmp_path / "truth.jsonl"
+    with simulator("--link", link, "--truth", truth, *FAST) as (process, _):
+        fd = os.open(link, os.O_RDONLY | os.O_NOCTTY)
+        try:
+            first = os.read(fd, 65536)  # it is sending
+            process.send_signal(signal.SIGUSR1)
+            data = first + read_until_hangup(fd)
+        finally:
+            os.close(fd)
+        assert process.wait() == 0
+    expected = frame_records(truth_frames(read_jsonl(truth)))
+    assert expected
     assert decoded_records(decode_bytes(default_schema, data)) == expected
 
 
