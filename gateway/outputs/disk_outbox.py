@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.outputs.outbox import Entry, MemoryOutbox, OutboundMessage
-from gateway.runtime.state_file import Committer, insert_rows, open_state_file
+from gateway.runtime.state_file import Committer, ErrorCounter, insert_rows, open_state_file
 
 __all__ = ["DiskOutbox"]
 
@@ -50,7 +50,8 @@ class DiskOutbox(MemoryOutbox):
     At most ``capacity`` messages and ``max_bytes`` bytes of payload; putting more drops
     the oldest. Call :meth:`close` at the end: it commits what is pending and stops the
     thread. ``observe`` (if given) is called, from the committing thread, with the
-    seconds each commit took. Raise :class:`~protocol.errors.ConfigError` if ``path``
+    seconds each commit took; ``errors`` (if given) counts a file moved aside and each
+    commit the disk refused. Raise :class:`~protocol.errors.ConfigError` if ``path``
     cannot be opened at all (its folder cannot be made, or it is taken by another
     gateway).
     """
@@ -65,6 +66,7 @@ class DiskOutbox(MemoryOutbox):
         commit_batch: int = 1000,
         source: str = "configuration",
         observe: Callable[[float], None] | None = None,
+        errors: ErrorCounter | None = None,
     ) -> None:
         super().__init__(capacity, max_bytes=max_bytes)
         self.path = path
@@ -78,7 +80,7 @@ class DiskOutbox(MemoryOutbox):
         self._last_error: str | None = None
         self._observe = observe
         self._database = open_state_file(
-            path, SCHEMA, what="mqtt outbox", source=source, key="mqtt.outbox"
+            path, SCHEMA, what="mqtt outbox", source=source, key="mqtt.outbox", errors=errors
         )
         self._committer = Committer(
             "mqtt outbox",
@@ -87,6 +89,8 @@ class DiskOutbox(MemoryOutbox):
             interval=commit_interval,
             take=self._take_work,
             commit=self._commit,
+            errors=errors,
+            file=path.name,
         )
         self._load()
 

@@ -110,6 +110,7 @@ def build(context: OutputContext) -> MqttPublisher | None:
             commit_interval=config.mqtt.commit_interval,
             source=where,
             observe=metrics.mqtt_outbox_commit_seconds.observe,
+            errors=context.metrics.state_file_error,
         )
     return MqttPublisher(
         config.mqtt,

@@ -70,6 +70,7 @@ class Gateway:
                 Path(config.state_dir) / JOURNAL_FILE,
                 history=config.websocket.history,
                 source=config.source,
+                errors=self.metrics.state_file_error,
             )
         self.journal = Journal(history=config.websocket.history, store=store)
         self.sources: dict[str, Source] = {}

@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import NamedTuple
 
-from gateway.runtime.state_file import Committer, insert_rows, open_state_file
+from gateway.runtime.state_file import Committer, ErrorCounter, insert_rows, open_state_file
 
 __all__ = ["RESERVE", "JournalStore", "Span"]
 
@@ -89,6 +89,7 @@ class JournalStore:
         commit_interval: float = 0.05,
         reserve: int = RESERVE,
         source: str = "configuration",
+        errors: ErrorCounter | None = None,
     ) -> None:
         if reserve < 1:
             raise ValueError(f"reserve of {reserve} numbers, expected 1 or more")
@@ -105,6 +106,7 @@ class JournalStore:
             in_use="give each gateway its own state directory (tgw run --state-dir DIR)",
             unusable="free some space or fix its permissions, or choose another state "
             "directory (tgw run --state-dir DIR) or none (--no-state)",
+            errors=errors,
         )
         self._lock = threading.Lock()
         self._pending: list[Entry] = []
@@ -123,6 +125,8 @@ class JournalStore:
             interval=commit_interval,
             take=self._take,
             commit=self._commit,
+            errors=errors,
+            file=path.name,
         )
 
     @property

@@ -76,6 +76,18 @@ class GatewayMetrics:
             "tgw_capture_files", "Capture files opened", ["device"], registry=registry
         )
 
+        self.state_file_errors = Counter(
+            "tgw_state_file_errors",
+            "Trouble with a state file: a commit the disk refused (kind=write), a file "
+            "that could not be read and was moved aside (kind=unreadable)",
+            ["file", "kind"],
+            registry=registry,
+        )
+
+    def state_file_error(self, file: str, kind: str) -> None:
+        """Count trouble with state file ``file`` (its name): ``write`` or ``unreadable``."""
+        self.state_file_errors.labels(file, kind).inc()
+
     def group(self, kind: Callable[[CollectorRegistry], Group]) -> Group:
         """The metrics an output defines, made on this registry the first time it asks:
         ``kind(registry)``. Its metrics exist only while the output does."""

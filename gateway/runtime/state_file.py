@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 from protocol.errors import ConfigError, os_error_reason
 
-__all__ = ["Committer", "insert_rows", "open_state_file"]
+__all__ = ["Committer", "ErrorCounter", "insert_rows", "open_state_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ def open_state_file(
     key: str,
     in_use: str = "give each its own",
     unusable: str = "free some space or fix its permissions, or choose another file",
+    errors: ErrorCounter | None = None,
 ) -> sqlite3.Connection:
     """Open (or make) the SQLite file ``path`` with the tables of ``schema``, for this
     process alone, in autocommit mode (callers say BEGIN and COMMIT).
@@ -64,6 +65,8 @@ def open_state_file(
         if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in UNREADABLE:
             raise ConfigError(source, key, f"cannot use {path} ({exc}): {unusable}") from exc
         aside = _move_aside(path)
+        if errors is not None:
+            errors(path.name, "unreadable")
         logger.error(
             "%s %s cannot be read (%s): moved aside to %s, starting empty",
             what,
@@ -128,6 +131,11 @@ def insert_rows(
         database.execute(statement, [value for row in part for value in row])
 
 
+ErrorCounter = Callable[[str, str], None]
+"""Counts a state file's trouble: ``(file name, kind)``, kind ``unreadable`` (moved aside
+at start) or ``write`` (a commit the disk refused); ``GatewayMetrics.state_file_error``."""
+
+
 class Committer(Generic[Work]):
     """A thread that commits a state file's pending work: within ``interval`` seconds of
     :meth:`pending`, at once on :meth:`wake`, once more on :meth:`stop`; then it closes
@@ -148,8 +156,12 @@ class Committer(Generic[Work]):
         interval: float,
         take: Callable[[], Work | None],
         commit: Callable[[Work], bool],
+        errors: ErrorCounter | None = None,
+        file: str = "",
     ) -> None:
         self._database = database
+        self._errors = errors
+        self._file = file
         self._wake = threading.Condition(lock)
         self._interval = interval
         self._take = take
@@ -191,6 +203,8 @@ class Committer(Generic[Work]):
                     work = self._take()
                     stopping = self._stopping
                 if work is not None and not self._commit(work):
+                    if self._errors is not None:
+                        self._errors(self._file, "write")
                     with wake:
                         self._pending = True
                 if stopping:

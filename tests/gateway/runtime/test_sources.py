@@ -26,6 +26,7 @@ from gateway.runtime.metrics import GatewayMetrics
 from gateway.runtime.sources import (
     DeviceUnavailable,
     LinkSource,
+    SerialLink,
     make_source,
 )
 from gateway.runtime.status import DeviceStatus
@@ -469,3 +470,25 @@ def test_a_serial_port_that_returns_is_reopened_at_once_not_after_the_backoff(
         assert (first, down, again, second) == ("connected", False, True, "connected")
 
     drive(scenario)
+
+
+def test_opening_a_serial_port_keeps_what_the_device_sent_before() -> None:
+    """pyserial's open() discards what waits in the driver; the gateway's does not, so
+    the bytes a device sends between its return and the reopening are read."""
+    controller, device = os.openpty()
+    try:
+        os.write(controller, b"sent before the port was opened")
+        link = SerialLink(SerialSourceConfig(device="node", path=os.ttyname(device)))
+
+        async def main() -> bytes:
+            reader, writer = await link.open()
+            try:
+                async with asyncio.timeout(GUARD):
+                    return await reader.readexactly(31)
+            finally:
+                link.shut(writer)
+
+        assert asyncio.run(main()) == b"sent before the port was opened"
+    finally:
+        os.close(controller)
+        os.close(device)
