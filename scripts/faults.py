@@ -65,8 +65,9 @@ scenarios (--only NAME; all by default, in this order):
              and 0 frames lost after each return
 
 Frames the device writes while no gateway reads the port (before the first start, while
-the gateway restarts) are flushed when the port is opened: they are reported, not
-counted against a guarantee. The durations are not guarantees either: only figures.
+the gateway restarts) wait in the port's buffer, a few kilobytes, and what does not fit
+is lost: they are reported, not counted against a guarantee. The durations are not
+guarantees either: only figures.
 
 Prints a table of figures and guarantees (PASS/FAIL) at the end. Exit status: 0 when
 every guarantee held, 1 when one failed or a part did not start, 2 for a usage error,

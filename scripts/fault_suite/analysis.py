@@ -141,8 +141,7 @@ class Matching:
     """Envelopes whose bytes the device never sent (none, unless something is broken)."""
     first: int | None
     """The lowest truth index that arrived: frames before it were written before the
-    gateway first read the port (a serial port's input is flushed when it is opened),
-    and are outside what the run counts."""
+    gateway first read the port, and are outside what the run counts."""
 
     def missing(self, frames: Sequence[TruthFrame]) -> list[int]:
         """Truth indexes from :attr:`first` on that never arrived."""

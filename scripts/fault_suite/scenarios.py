@@ -3,8 +3,8 @@ returns a :class:`~scripts.fault_suite.report.Result` with what it measured and 
 guarantees it checked. Their settings' defaults are the full runs; CI passes short ones.
 
 Frames are counted from the device's ground truth, from the first frame that arrived
-on (what the device wrote before the gateway first opened the port is flushed by the
-open, and outside the run). "Lost" is a frame the device wrote that no envelope carried.
+on (what the device wrote before the gateway first opened the port is outside the run).
+"Lost" is a frame the device wrote that no envelope carried.
 """
 
 from __future__ import annotations
@@ -240,7 +240,8 @@ class GatewayKill:
         result.figure("  decoded, not committed (a WebSocket client had them)", uncommitted)
         result.figure("  that window, in ms of frames", uncommitted / common.rate * 1000)
         result.figure(
-            "  not decoded (in the port, flushed when it reopened)", len(window) - uncommitted
+            "  not decoded (in the port, or lost while no gateway read it)",
+            len(window) - uncommitted,
         )
         result.figure(
             "lost of what was sent while no gateway ran", len(lost) - len(window) - len(back.lost)
