@@ -20,6 +20,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,7 +74,8 @@ class DiskOutbox(MemoryOutbox):
         self.commit_interval = commit_interval
         self.commit_batch = commit_batch
         self._lock = threading.Lock()
-        self._to_insert: list[Entry] = []
+        self._to_insert: deque[Entry] = deque()
+        """Put since the last commit: appended by the loop, drained by the thread."""
         self._deleted_through = 0
         """Every message numbered up to this is gone from memory: delete it on disk."""
         self._committed_deleted = 0
@@ -111,17 +113,15 @@ class DiskOutbox(MemoryOutbox):
             logger.info("mqtt outbox %s: %d messages kept for the next run", self.path, len(self))
 
     def _appended(self, entry: Entry) -> None:
-        with self._lock:
-            self._to_insert.append(entry)
-            if len(self._to_insert) >= self.commit_batch:
-                self._committer.wake()
-            else:
-                self._committer.pending()
+        self._to_insert.append(entry)
+        if len(self._to_insert) >= self.commit_batch:
+            self._committer.wake()
+        else:
+            self._committer.pending()
 
     def _removed_through(self, ident: int) -> None:
-        with self._lock:
-            self._deleted_through = ident
-            self._committer.pending()
+        self._deleted_through = ident
+        self._committer.pending()
 
     # Opening and loading.
 
@@ -149,8 +149,10 @@ class DiskOutbox(MemoryOutbox):
         """What to commit (the lock is held): messages put, and removed through."""
         if not self._to_insert and self._deleted_through == self._committed_deleted:
             return None
-        inserts, self._to_insert = self._to_insert, []
-        return inserts, self._deleted_through
+        deleted_through = self._deleted_through  # read first: inserts beyond it are kept
+        queue = self._to_insert
+        inserts = [queue.popleft() for _ in range(len(queue))]
+        return inserts, deleted_through
 
     def _commit(self, work: tuple[list[Entry], int]) -> bool:
         inserts, deleted_through = work
@@ -169,9 +171,9 @@ class DiskOutbox(MemoryOutbox):
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 self._database.execute("ROLLBACK")
-            with self._lock:  # tried again with the next commit
-                still = [entry for entry in inserts if entry.ident > self._deleted_through]
-                self._to_insert = still + self._to_insert
+            # tried again with the next commit, ahead of what was put meanwhile
+            still = [entry for entry in inserts if entry.ident > self._deleted_through]
+            self._to_insert.extendleft(reversed(still))
             if str(exc) != self._last_error:
                 logger.warning(
                     "mqtt outbox %s: cannot write (%s): %d messages are in memory only",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from collections import deque
 from pathlib import Path
 from typing import NamedTuple
 
@@ -109,7 +110,8 @@ class JournalStore:
             errors=errors,
         )
         self._lock = threading.Lock()
-        self._pending: list[Entry] = []
+        self._pending: deque[Entry] = deque()
+        """Appended since the last commit: by the loop, drained by the thread."""
         self._closing = False
         self._last_error: str | None = None
         self._beyond_reserve = False
@@ -145,9 +147,8 @@ class JournalStore:
                 seq,
                 self._reserved,
             )
-        with self._lock:
-            self._pending.append((seq, topic, payload))
-            self._committer.pending()
+        self._pending.append((seq, topic, payload))
+        self._committer.pending()
 
     def close(self) -> None:
         """Commit what is pending, record a clean stop and stop the thread (waiting at
@@ -225,7 +226,8 @@ class JournalStore:
 
     def _take(self) -> _Work | None:
         """The messages appended since the last commit (the lock is held), or None."""
-        pending, self._pending = self._pending, []
+        queue = self._pending
+        pending = [queue.popleft() for _ in range(len(queue))]
         if not pending and not self._closing:
             return None
         return _Work(pending, self._closing)
@@ -260,9 +262,10 @@ class JournalStore:
         except sqlite3.Error as exc:
             if database.in_transaction:
                 database.execute("ROLLBACK")
-            with self._lock:  # tried again with the next commit
-                self._pending = pending + self._pending
-                del self._pending[: max(0, len(self._pending) - max(self.history, 1))]
+            queue = self._pending  # tried again with the next commit, the newest kept
+            queue.extendleft(reversed(pending))
+            for _ in range(len(queue) - max(self.history, 1)):
+                queue.popleft()
             if str(exc) != self._last_error:
                 logger.warning("journal %s: cannot write (%s); will try again", self.path, exc)
             self._last_error = str(exc)

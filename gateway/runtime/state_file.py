@@ -173,15 +173,21 @@ class Committer(Generic[Work]):
         self._thread.start()
 
     def pending(self) -> None:
-        """There is work to commit within the interval; the caller holds ``lock``."""
-        if not self._pending:
+        """There is work to commit within the interval. Call it (from any thread, without
+        ``lock``) after making the work visible to ``take``: it takes the lock only when
+        the thread sleeps, not once per message."""
+        if self._pending:  # the thread resets it before it takes: the work will be seen
+            return
+        with self._wake:
             self._pending = True
             self._wake.notify()
 
     def wake(self) -> None:
-        """Commit now rather than at the end of the interval; the caller holds ``lock``."""
-        self._pending = self._woken = True
-        self._wake.notify()
+        """Commit now rather than at the end of the interval (from any thread, without
+        ``lock``)."""
+        with self._wake:
+            self._pending = self._woken = True
+            self._wake.notify()
 
     def stop(self, timeout: float) -> bool:
         """Commit what is pending and end the thread; say if it ended within ``timeout``."""

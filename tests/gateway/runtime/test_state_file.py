@@ -44,7 +44,7 @@ def committer(
     def add(count: int) -> None:
         with lock:
             pending[0] += count
-            thread.pending()
+        thread.pending()
 
     return thread, add, takes, commits
 
