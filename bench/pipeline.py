@@ -69,6 +69,7 @@ import decode_throughput
 import orjson
 import paho.mqtt
 from mqtt_outbox import mosquitto
+from pipeline_profile import summarize
 from pipeline_runs import IdleRun, MqttRun, RelayRun, idle_run, mqtt_run, relay_run
 from pipeline_targets import BIN, Bench, frame_pool
 from relay import Children, FanoutRun, fanout_run, note
@@ -127,6 +128,13 @@ def show_relay_header() -> None:
 
 
 def show_relay(run: RelayRun, max_lag: float) -> None:
+    show_figures(run, max_lag)
+    if run.profile:
+        for line in summarize(Path(run.profile), run.us_per_frame):
+            print(f"         {line}")
+
+
+def show_figures(run: RelayRun, max_lag: float) -> None:
     latency = f"{fmt(run.latency[0], 1)}/{fmt(run.latency[1], 1)}"
     print(
         f"  {run.target:<6} {run.subscribers:>5} {run.message[:11]:<11} {run.rate:>7,.0f} "
@@ -825,6 +833,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a tiny P7 and P4 that only show it runs and loses nothing (for CI)",
     )
     parser.add_argument("--json", metavar="FILE", help="save every figure to FILE")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="py-spy every P7 window (raw collapsed stacks into DIR) and show where each "
+        "microsecond per frame goes (needs py-spy)",
+    )
     seven = parser.add_argument_group("P7")
     seven.add_argument(
         "--rates",
@@ -932,6 +946,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.set_defaults(**SMOKE)
     arguments = parser.parse_args(argv)
     check(arguments, parser)
+    if arguments.profile:
+        Path(arguments.profile).mkdir(parents=True, exist_ok=True)
+        arguments.profile = str(Path(arguments.profile).resolve())
     started = time.monotonic()
     results = Results()
     status = 0

@@ -31,6 +31,7 @@ from pipeline_ends import (
     TimingSubscriber,
     open_mqtt_counter,
 )
+from pipeline_profile import record
 from pipeline_targets import (
     DEVICE,
     HERE,
@@ -138,6 +139,8 @@ class RelayRun:
     hwm: int = 0
     message_bytes: float = 0.0
     """Mean envelope size, bytes (the timing subscribers')."""
+    profile: str | None = None
+    """py-spy's collapsed stacks of the window (``--profile``)."""
 
     @property
     def deliveries(self) -> float:
@@ -248,6 +251,7 @@ async def relay_run(
     counter: MqttCounter | None = None
     opened: list[RawSubscriber] = []
     feeding: asyncio.Task[None] | None = None
+    profiler: Child | None = None
     try:
         spec = TargetSpec([(DEVICE, feeder.port)], catalog=catalog_for(message))
         target = await start_target(kind, bench, spec)
@@ -270,6 +274,10 @@ async def relay_run(
         for timer in timers:
             timer.recording = True
         counter.recording = True
+        if arguments.profile:
+            name = f"{kind}-{subscribers}-{rate:.0f}-{message}.txt"
+            result.profile = str(Path(arguments.profile) / name)
+            profiler = await record(bench.children, target.pid, Path(result.profile), duration)
         await asyncio.sleep(duration)
         end = await _snapshot(bench, target, feeder, everyone, counter)
         for timer in timers:
@@ -304,6 +312,11 @@ async def relay_run(
         result.rss = memory(target.pid)[0]
         result.hwm = memory(target.pid)[1]
     finally:
+        if profiler is not None:  # it stops by itself after the window, and writes its file
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(guard):
+                    await profiler.process.wait()
+            await bench.children.stop(profiler)
         if feeding is not None and not feeding.done():
             feeding.cancel()
             with contextlib.suppress(asyncio.CancelledError, BenchError):
