@@ -20,8 +20,9 @@ metrics, no reconnects, no per-client queues, no authentication.
 
 ``paho`` publishes ``--messages`` envelopes of the ``--frame``'s message (numbered 1 to
 N, each stamped with the time it is published) at ``--qos`` as fast as paho takes them,
-on its own network thread (``loop_start``, as bench/mqtt_outbox.py's anchor) with
-``--window`` in flight and no limit on its queue.
+all at once, with ``--window`` in flight and no limit on its queue; paho runs on its own
+network thread (``loop_start``, as bench/mqtt_outbox.py's anchor) or, with
+``--on-loop``, on an asyncio loop as in the relay.
 
 Control channel, one line each way (stdout is only for these lines):
 
@@ -404,7 +405,7 @@ async def obey(control: asyncio.StreamReader, relay: BareRelay) -> None:
                 say("ERROR", f"unknown command {line.strip()!r}")
 
 
-def run_paho(arguments: argparse.Namespace) -> None:
+async def run_paho(arguments: argparse.Namespace) -> None:
     frame = bytes.fromhex(arguments.frame)
     frames = FrameDecoder().feed(frame)
     if len(frames) != 1:
@@ -413,10 +414,14 @@ def run_paho(arguments: argparse.Namespace) -> None:
     name = MESSAGES[cmd][0] if cmd in MESSAGES else "unknown"
     topic = f"{arguments.topic_prefix}/{arguments.device}/{name}"
     client = Paho(arguments.mqtt_port, qos=arguments.qos, window=arguments.window, queue=0)
-    client.start_thread()
+    if arguments.on_loop:
+        await client.start_on_loop()
+    else:
+        client.start_thread()
     try:
+        control = await stdin_reader()
         say("READY")
-        if sys.stdin.readline().strip() != "GO":
+        if (await control.readline()).strip() != b"GO":
             return
         count = arguments.messages
         first = time.monotonic()
@@ -425,9 +430,9 @@ def run_paho(arguments: argparse.Namespace) -> None:
         last = time.monotonic()
         deadline = last + arguments.limit
         while client.published < count and time.monotonic() < deadline:
-            time.sleep(0.001)
+            await asyncio.sleep(0.001)  # the loop drives paho's socket, if it is on the loop
         say("PUBLISHED", repr(first), repr(last), client.published)
-        sys.stdin.readline()  # until pipeline.py closes the channel
+        await control.readline()  # until pipeline.py closes the channel
     finally:
         client.close()
 
@@ -453,6 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
     paho.add_argument("--device", default="bench")
     paho.add_argument("--messages", type=int, required=True)
     paho.add_argument("--limit", type=float, default=60.0, help="seconds to wait for the acks")
+    paho.add_argument(
+        "--on-loop",
+        action="store_true",
+        help="drive paho's socket from an asyncio loop (as the relay does), not its thread",
+    )
     return parser
 
 
@@ -462,7 +472,7 @@ def main() -> int:
         if arguments.mode == "relay":
             asyncio.run(run_relay(arguments))
         else:
-            run_paho(arguments)
+            asyncio.run(run_paho(arguments))
     except BenchError as exc:
         say("ERROR", exc)
         print(f"pipeline_relay: {exc}", file=sys.stderr)

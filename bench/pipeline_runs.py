@@ -56,11 +56,13 @@ from relay_ws import (
     raise_open_file_limit,
 )
 
-__all__ = ["IdleRun", "MqttRun", "RelayRun", "idle_run", "mqtt_run", "relay_run"]
+__all__ = ["PAHO", "IdleRun", "MqttRun", "RelayRun", "idle_run", "mqtt_run", "relay_run"]
 
 SETTLE = 0.5
 """Seconds between the last subscriber ready and the first frame fed."""
 POLL = 0.05
+PAHO = ("paho", "paho-loop")
+"""P4's anchors: paho alone on its own thread, and on an asyncio loop."""
 STALL = 3.0
 """Seconds without any progress after which the wait for stragglers ends."""
 
@@ -136,7 +138,9 @@ class RelayRun:
     mqtt_dropped: int = 0
     mqtt_queue: tuple[int | None, int | None] = (None, None)
     rss: int = 0
+    """Resident bytes at the end of the window."""
     hwm: int = 0
+    """Their peak, once everything arrived."""
     message_bytes: float = 0.0
     """Mean envelope size, bytes (the timing subscribers')."""
     profile: str | None = None
@@ -148,22 +152,21 @@ class RelayRun:
 
     @property
     def lost(self) -> int:
-        """Everything that did not arrive, or that the target says it dropped."""
+        """Deliveries that never came (to each subscriber, to MQTT), frames never decoded,
+        and envelopes received twice or out of order."""
         return (
-            self.missing_frames
-            + self.missing_ws
-            + self.extra_ws
-            + self.missing_mqtt
-            + self.gaps
-            + self.repeats
-            + self.decode_errors
-            + (self.ws_dropped or 0)
-            + self.mqtt_dropped
+            self.missing_frames + self.missing_ws + self.extra_ws + self.missing_mqtt + self.repeats
         )
 
+    @property
+    def dropped(self) -> int:
+        """What the target says it dropped (WebSocket, MQTT) or could not decode."""
+        return (self.ws_dropped or 0) + self.mqtt_dropped + self.decode_errors
+
     def keeps_up(self, max_lag: float) -> bool:
-        """Nothing lost, and no consumer further behind than ``max_lag`` s at the end."""
-        return self.lost == 0 and self.lag_end <= max_lag
+        """Nothing lost or dropped, and no consumer further behind than ``max_lag`` s at the
+        end of the window."""
+        return self.lost == 0 and self.dropped == 0 and self.lag_end <= max_lag
 
 
 def _figures(samples: Sequence[float]) -> tuple[float, float, float]:
@@ -280,6 +283,7 @@ async def relay_run(
             profiler = await record(bench.children, target.pid, Path(result.profile), duration)
         await asyncio.sleep(duration)
         end = await _snapshot(bench, target, feeder, everyone, counter)
+        result.rss = memory(target.pid)[0]  # under load
         for timer in timers:
             timer.recording = False
         counter.recording = False
@@ -309,7 +313,6 @@ async def relay_run(
             counter=counter,
             feeder=feeder,
         )
-        result.rss = memory(target.pid)[0]
         result.hwm = memory(target.pid)[1]
     finally:
         if profiler is not None:  # it stops by itself after the window, and writes its file
@@ -403,11 +406,13 @@ class MqttRun:
 
     @property
     def lost(self) -> int:
-        return self.messages - self.delivered + self.dropped
+        """Messages the counter never received (the sender's drops among them)."""
+        return self.messages - self.delivered
 
 
 async def mqtt_run(bench: Bench, sender: str, *, qos: int, messages: int) -> MqttRun:
-    """``messages`` through MQTT alone: ``sender`` is ``tgw``, ``bare`` or ``paho``."""
+    """``messages`` through MQTT alone: ``sender`` is ``tgw``, ``bare``, ``paho`` (on its own
+    thread) or ``paho-loop`` (on an asyncio loop)."""
     arguments = bench.arguments
     guard = arguments.start_timeout
     result = MqttRun(sender, qos, messages)
@@ -420,11 +425,12 @@ async def mqtt_run(bench: Bench, sender: str, *, qos: int, messages: int) -> Mqt
     target: Target | None = None
     paho: Child | None = None
     try:
-        if sender == "paho":
+        if sender in PAHO:
             argv: list[str | Path] = [
                 sys.executable,
                 HERE / "pipeline_relay.py",
                 "paho",
+                *(["--on-loop"] if sender == "paho-loop" else []),
                 "--mqtt-port",
                 str(bench.broker_port),
                 "--qos",
@@ -436,14 +442,14 @@ async def mqtt_run(bench: Bench, sender: str, *, qos: int, messages: int) -> Mqt
                 "--messages",
                 str(messages),
                 "--limit",
-                str(arguments.drain_limit),
+                str(arguments.mqtt_limit),
             ]
             paho = await bench.children.start("paho", argv, control=True)
             await paho.expect("READY", guard)
             pid = paho.pid
             cpu, broker = cpu_seconds(pid), cpu_seconds(bench.broker_pid)
             await paho.send("GO")
-            words = await paho.expect("PUBLISHED", arguments.drain_limit + guard)
+            words = await paho.expect("PUBLISHED", arguments.mqtt_limit + guard)
             started = float(words[0])
         else:
             feeder = Feeder(pool, tick=arguments.tick)
@@ -457,7 +463,7 @@ async def mqtt_run(bench: Bench, sender: str, *, qos: int, messages: int) -> Mqt
             await feeder.feed(None, messages)
             started = feeder.started_at
         await _wait_for(
-            lambda: counter.distinct >= messages, lambda: counter.distinct, arguments.drain_limit
+            lambda: counter.distinct >= messages, lambda: counter.distinct, arguments.mqtt_limit
         )
         ended = counter.reached_at or counter.last_at
         result.seconds = max(ended - started, 1e-9)
