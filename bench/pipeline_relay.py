@@ -5,7 +5,8 @@
 
 ``relay`` does the gateway's job written plainly, as a reader of the benchmark would
 write it in an afternoon: it connects to each ``--source`` (a TCP server on 127.0.0.1,
-the benchmark's feeder), reads 64 KiB at a time, decodes the default frame format by
+the benchmark's feeder), reads 64 KiB at a time (yielding to the loop after each read),
+decodes the default frame format by
 hand (sync ``AA 55``, cmd, length u16le, payload, sum8; resync one byte after a bad
 length or checksum), unpacks the payloads of the messages the benchmark sends with
 ``struct``, numbers each envelope, serialises it with ``orjson`` into the gateway's
@@ -335,6 +336,9 @@ class BareRelay:
                 if mqtt_client is not None:
                     mqtt_client.publish(self._topic(device, name), data)
             self.frames = self.seq
+            # read() returns at once while bytes wait: without this, a relay that is behind
+            # would never let paho read its PUBACKs (as the gateway's sources do)
+            await asyncio.sleep(0)
 
     def _topic(self, device: str, name: str) -> str:
         topic = self.topics.get((device, name))
