@@ -60,6 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -800,6 +801,19 @@ def numbers(text: str) -> list[float]:
     return values
 
 
+def setting(text: str) -> tuple[str, str]:
+    """``mqtt.max_inflight=1000`` -> ("mqtt.max_inflight", "1000"), the value valid TOML."""
+    key, equals, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    if not equals or not key or not value:
+        raise argparse.ArgumentTypeError(f"expected SECTION.KEY=VALUE, got {text!r}")
+    try:
+        tomllib.loads(f"x = {value}")
+    except tomllib.TOMLDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {value} is not a TOML value ({exc})") from exc
+    return key, value
+
+
 def cost_entries(text: str) -> list[tuple[int, float]]:
     """``100@1000,1000@100`` -> [(100, 1000.0), (1000, 100.0)]: subscribers at rate."""
     entries = []
@@ -910,8 +924,15 @@ def build_parser() -> argparse.ArgumentParser:
     seven.add_argument(
         "--tick", type=float, default=0.002, help="seconds between the feeder's writes (0.002)"
     )
-    seven.add_argument(
-        "--ws-queue", type=int, help="the gateway's [websocket] queue_size (default: its own)"
+    parser.add_argument(
+        "--tgw-set",
+        type=setting,
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a setting of every tgw run's configuration, VALUE in TOML, e.g. "
+        "websocket.queue_size=100000 or mqtt.max_inflight=1000 (sources.KEY: every source; "
+        "KEY alone: the top level); repeat for more",
     )
     seven.add_argument(
         "--drain-limit",

@@ -26,6 +26,8 @@ RATE = 200
 """Samples per second."""
 OURS = ("gateway/", "protocol/", "pipeline_relay.py")
 """Files whose functions the inclusive summary shows: the project's and the bare relay's."""
+ENTRIES = ("<module> ", "main ", "run_gateway ")
+"""Functions the inclusive summary leaves out: the entry points, under which all runs."""
 _LINE = re.compile(r":\d+\)$")
 
 
@@ -94,7 +96,11 @@ def summarize(path: Path, us_per_frame: float, top: int = 12) -> list[str]:
             for name in wanted
         ]
 
-    ours = [name for name, _ in profile.inclusive.most_common() if any(f in name for f in OURS)]
+    ours = [
+        name
+        for name, _ in profile.inclusive.most_common()
+        if any(f in name for f in OURS) and not name.startswith(ENTRIES)
+    ]
     return [
         f"py-spy, {profile.samples:,} samples ({path.name}); own time, per frame:",
         *rows(profile.own, [name for name, _ in profile.own.most_common(top)]),

@@ -236,33 +236,48 @@ class GatewayTarget(Target):
 
 
 def gateway_config(bench: Bench, spec: TargetSpec, port: int) -> str:
-    """The run's configuration: the shipped defaults but for what the benchmark must set."""
-    lines = []
-    for device, source_port in spec.sources:
-        lines += [
-            "[[sources]]",
-            'type = "tcp"',
-            f"device = {json.dumps(device)}",
-            'host = "127.0.0.1"',
-            f"port = {source_port}",
-            f"catalog = {json.dumps(spec.catalog)}",
-            "",
-        ]
-    lines += ["[websocket]", 'host = "127.0.0.1"', f"port = {port}"]
-    if bench.arguments.ws_queue:
-        lines.append(f"queue_size = {bench.arguments.ws_queue}")
+    """The run's configuration: the shipped defaults but for what the benchmark must set,
+    and what ``--tgw-set`` says (it wins)."""
+    top: dict[str, str] = {}
+    sources = [
+        {
+            "type": '"tcp"',
+            "device": json.dumps(device),
+            "host": '"127.0.0.1"',
+            "port": str(source_port),
+            "catalog": json.dumps(spec.catalog),
+        }
+        for device, source_port in spec.sources
+    ]
+    sections: dict[str, dict[str, str]] = {
+        "websocket": {"host": '"127.0.0.1"', "port": str(port)},
+        "mqtt": {"enabled": "true" if spec.mqtt else "false"},
+        "logging": {"level": '"warning"'},
+    }
     if not spec.pings:  # raw subscribers never answer pings
-        lines += ["ping_interval = 3600.0", "ping_timeout = 3600.0"]
-    lines += ["", "[mqtt]", f"enabled = {'true' if spec.mqtt else 'false'}"]
+        sections["websocket"].update(ping_interval="3600.0", ping_timeout="3600.0")
     if spec.mqtt:
-        lines += [
-            'host = "127.0.0.1"',
-            f"port = {bench.broker_port}",
-            f"qos = {spec.qos}",
-            f'topic_prefix = "{TOPIC_PREFIX}"',
-        ]
-    lines += ["", "[logging]", 'level = "warning"', ""]
-    return "\n".join(lines)
+        sections["mqtt"].update(
+            host='"127.0.0.1"',
+            port=str(bench.broker_port),
+            qos=str(spec.qos),
+            topic_prefix=f'"{TOPIC_PREFIX}"',
+        )
+    for key, value in bench.arguments.tgw_set:
+        section, _, name = key.rpartition(".")
+        if not section:
+            top[name] = value
+        elif section == "sources":
+            for source in sources:
+                source[name] = value
+        else:
+            sections.setdefault(section, {})[name] = value
+    lines = [f"{key} = {value}" for key, value in top.items()]
+    for source in sources:
+        lines += ["", "[[sources]]", *(f"{key} = {value}" for key, value in source.items())]
+    for section, values in sections.items():
+        lines += ["", f"[{section}]", *(f"{key} = {value}" for key, value in values.items())]
+    return "\n".join(lines) + "\n"
 
 
 class BareTarget(Target):
