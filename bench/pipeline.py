@@ -95,7 +95,9 @@ GOAL_BURST = 3.0
 GOAL_DECODE = 5.0
 GOAL_DUMP = 0.5
 BUSY = 25.0
-"""% of a core that other processes may use during a window before it is pointed out."""
+"""% of a core other processes may use before the benchmark points it out."""
+SATURATED = 0.95
+"""Share of all the cores busy from which a window is said to be held back."""
 LOAD_SUBSCRIBERS = 100
 """The P7 cost run whose RSS is P6's under load."""
 
@@ -164,10 +166,11 @@ def show_figures(run: RelayRun, max_lag: float) -> None:
         f"{cores() * 100} %)",
         indent="         ",
     )
-    if run.others_cpu > BUSY:
+    busy = run.cpu + run.bench_cpu + run.broker_cpu + run.others_cpu
+    if busy >= SATURATED * cores() * 100 and run.others_cpu > BUSY:
         note(
-            f"NOTE: other processes used {run.others_cpu:.0f} % of the machine's "
-            f"{cores() * 100} % meanwhile: the target may not have had a core of its own",
+            f"NOTE: the machine was saturated ({busy:.0f} % of {cores() * 100} %, other "
+            f"processes {run.others_cpu:.0f} %): the target may have been held back",
             indent="         ",
         )
 
