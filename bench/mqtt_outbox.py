@@ -146,12 +146,15 @@ def stopping(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[byte
 
 
 @contextmanager
-def mosquitto(folder: Path) -> Iterator[tuple[int, int]]:
-    """A mosquitto on a free port of 127.0.0.1, without persistence: (port, pid)."""
+def mosquitto(folder: Path, extra: Sequence[str] = ()) -> Iterator[tuple[int, int]]:
+    """A mosquitto on a free port of 127.0.0.1, without persistence: (port, pid).
+
+    ``extra``: more lines for its configuration file.
+    """
     port = free_port()
     config = folder / "mosquitto.conf"
     log = folder / "mosquitto.log"
-    lines = [f"listener {port} {HOST}", "allow_anonymous true", "persistence false"]
+    lines = [f"listener {port} {HOST}", "allow_anonymous true", "persistence false", *extra]
     if os.geteuid() == 0:
         lines.append("user root")
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -2,9 +2,10 @@
 
 * a raw WebSocket subscriber: an asyncio protocol that does the opening handshake by
   hand, optionally sends one masked subscribe frame, waits for the server's reply, and
-  from then on only counts the bytes it receives (no frame parsing, no JSON);
+  from then on only counts the bytes it receives (no frame parsing, no JSON; a subclass
+  may look at them in :meth:`RawSubscriber.take`);
 * the few lines of RFC 6455 framing that needs;
-* CPU time of a process from ``/proc/<pid>/stat``;
+* CPU time of a process or of one of its threads from ``/proc``, and its memory;
 * raising ``RLIMIT_NOFILE`` for a thousand sockets;
 * the stdin control channel of the benchmark's subprocesses.
 """
@@ -28,13 +29,16 @@ __all__ = [
     "cpu_seconds",
     "cpu_times",
     "handshake_request",
+    "machine_busy",
     "masked_text_frame",
+    "memory",
     "open_raw_subscribers",
     "pop_frame",
     "raise_open_file_limit",
     "say",
     "server_frame_size",
     "stdin_reader",
+    "thread_ids",
 ]
 
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -139,6 +143,8 @@ class RawSubscriber(asyncio.BufferedProtocol):
 
     Set :attr:`target` (bytes) to have :attr:`reached_at` stamped (``time.monotonic``)
     the moment :attr:`received` reaches it, and ``on_target`` called.
+
+    Every counted chunk is also handed to :meth:`take`, which does nothing here.
     """
 
     def __init__(
@@ -180,6 +186,7 @@ class RawSubscriber(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         if self._counting:
             self.received += nbytes
+            self.take(READ_BUFFER, nbytes)
             if self.target is not None and self.reached_at is None and self.received >= self.target:
                 self._reached()
             return
@@ -200,6 +207,13 @@ class RawSubscriber(asyncio.BufferedProtocol):
             self.lost.set_result(None)
 
     # Counting.
+
+    def take(self, buffer: bytearray, size: int) -> None:
+        """Look at a counted chunk, ``buffer[:size]``; subclasses do, this does nothing.
+
+        ``buffer`` is reused for the next chunk: copy what must be kept. Called in order,
+        from the first byte after the subscription's reply on.
+        """
 
     def arm(self, target: int) -> None:
         """Stamp :attr:`reached_at` once :attr:`received` reaches ``target`` bytes."""
@@ -258,6 +272,8 @@ class RawSubscriber(asyncio.BufferedProtocol):
     def _start_counting(self) -> None:
         self._counting = True
         self.received = len(self._setup)  # anything that came right after the reply
+        if self._setup:
+            self.take(self._setup, len(self._setup))
         self._setup = bytearray()
         if not self.ready.done():
             self.ready.set_result(None)
@@ -280,11 +296,19 @@ async def open_raw_subscribers(
     concurrency: int = 50,
     timeout: float = 30.0,
     on_target: Callable[[RawSubscriber], None] | None = None,
+    factory: Callable[[], RawSubscriber] | None = None,
 ) -> list[RawSubscriber]:
     """Open ``count`` raw subscribers, ``concurrency`` handshakes at a time; all ready.
 
-    Raise :class:`BenchError` if one fails or they are not all ready within ``timeout``.
+    ``factory`` makes each protocol (a subclass of :class:`RawSubscriber`); by default a
+    :class:`RawSubscriber` with ``subscribe`` and ``on_target``. Raise :class:`BenchError`
+    if one fails or they are not all ready within ``timeout``.
     """
+
+    def plain() -> RawSubscriber:
+        return RawSubscriber(host, port, subscribe=subscribe, on_target=on_target)
+
+    make = factory or plain
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(concurrency)
     subscribers: list[RawSubscriber] = []
@@ -292,11 +316,7 @@ async def open_raw_subscribers(
     async def one() -> None:
         async with gate:
             try:
-                _, protocol = await loop.create_connection(
-                    lambda: RawSubscriber(host, port, subscribe=subscribe, on_target=on_target),
-                    host,
-                    port,
-                )
+                _, protocol = await loop.create_connection(make, host, port)
             except OSError as exc:
                 raise BenchError(f"cannot connect to {host}:{port}: {exc}") from exc
             subscribers.append(protocol)
@@ -326,18 +346,47 @@ async def open_raw_subscribers(
 # Processes.
 
 
-def cpu_times(pid: int) -> tuple[float, float]:
-    """User and system CPU seconds ``pid`` has used (``/proc/<pid>/stat``, clock ticks)."""
-    with open(f"/proc/{pid}/stat", "rb") as stat:
+def cpu_times(pid: int, tid: int | None = None) -> tuple[float, float]:
+    """User and system CPU seconds ``pid`` has used (``/proc/<pid>/stat``, clock ticks);
+    with ``tid``, those of that thread of it alone (``/proc/<pid>/task/<tid>/stat``)."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    with open(path, "rb") as stat:
         data = stat.read()
     fields = data[data.rindex(b")") + 2 :].split()
     # Fields after the command: state (3), ppid (4), ... utime (14), stime (15).
     return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds ``pid`` has used."""
-    return sum(cpu_times(pid))
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User plus system CPU seconds ``pid`` (or its thread ``tid``) has used."""
+    return sum(cpu_times(pid, tid))
+
+
+def machine_busy() -> float:
+    """CPU seconds all the machine's cores have been busy (``/proc/stat``: all but idle and
+    iowait), whoever used them."""
+    with open("/proc/stat", "rb") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+
+
+def thread_ids(pid: int) -> list[int]:
+    """The threads of ``pid`` now (``/proc/<pid>/task``); the main thread's id is ``pid``."""
+    return sorted(int(name) for name in os.listdir(f"/proc/{pid}/task"))
+
+
+def memory(pid: int) -> tuple[int, int]:
+    """Resident bytes of ``pid`` now and at their peak (``VmRSS``, ``VmHWM``)."""
+    found: dict[bytes, int] = {}
+    with open(f"/proc/{pid}/status", "rb") as status:
+        for line in status:
+            name, _, value = line.partition(b":")
+            if name in (b"VmRSS", b"VmHWM"):
+                found[name] = int(value.split()[0]) * 1024  # in kB
+    if len(found) != 2:
+        raise BenchError(f"no VmRSS or VmHWM in /proc/{pid}/status")
+    return found[b"VmRSS"], found[b"VmHWM"]
 
 
 def bytes_written(pid: int) -> int:
