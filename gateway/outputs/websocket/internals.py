@@ -23,9 +23,29 @@ from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 from websockets.version import version as websockets_version
 
-__all__ = ["DirectWriter", "missing", "text_frame"]
+__all__ = ["DirectWriter", "TurnFlush", "missing", "text_frame"]
 
 logger = logging.getLogger(__name__)
+
+
+class TurnFlush:
+    """The writers with frames waiting for the end of this loop turn: one callback writes
+    them all, rather than one per connection (a message to 1,000 clients made 1,000
+    callbacks). One per server, on one event loop."""
+
+    def __init__(self) -> None:
+        self._writers: list[DirectWriter] = []
+
+    def add(self, writer: DirectWriter) -> None:
+        """Flush ``writer`` when this loop turn ends."""
+        if not self._writers:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._writers.append(writer)
+
+    def _flush(self) -> None:
+        writers, self._writers = self._writers, []
+        for writer in writers:
+            writer.flush()
 
 
 class DirectWriter:
@@ -40,9 +60,13 @@ class DirectWriter:
     and say so once in the log.
     """
 
-    def __init__(self, connection: ServerConnection, *, batch: int) -> None:
+    def __init__(
+        self, connection: ServerConnection, *, batch: int, turn: TurnFlush | None = None
+    ) -> None:
         self._connection = connection
         self._batch = batch
+        self._turn = turn
+        """Who flushes this turn's frames; None: a callback of the writer's own."""
         self._unflushed = 0
         self._framed: list[bytes] = []
         """Frames of this turn made here, not by the protocol: written at the flush."""
@@ -77,11 +101,15 @@ class DirectWriter:
             except Exception:
                 return False
         if not self._unflushed:  # one write per connection for a burst of messages
-            asyncio.get_running_loop().call_soon(self._flush)
+            if self._turn is not None:
+                self._turn.add(self)
+            else:
+                asyncio.get_running_loop().call_soon(self.flush)
         self._unflushed += 1
         return True
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write what :meth:`write_now` framed in this turn (called when the turn ends)."""
         self._unflushed = 0
         framed, self._framed = self._framed, []
         if self._connection.protocol.state is not State.OPEN:

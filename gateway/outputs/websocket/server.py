@@ -39,7 +39,7 @@ from gateway.outputs.websocket.client_protocol import (
     unsubscribed_reply,
 )
 from gateway.outputs.websocket.hub import Hub, Subscriber
-from gateway.outputs.websocket.internals import DirectWriter
+from gateway.outputs.websocket.internals import DirectWriter, TurnFlush
 from gateway.outputs.websocket.metrics import WebSocketMetrics
 from gateway.outputs.websocket.ratelimit import TokenBucket
 from gateway.runtime.http import Connections, HttpEndpoints, close_server, listen_error, response
@@ -71,6 +71,7 @@ class _Client:
         *,
         config: WebSocketConfig,
         on_filters_changed: Callable[[], None],
+        turn: TurnFlush,
     ) -> None:
         self.connection = connection
         self.peer = peer
@@ -80,7 +81,7 @@ class _Client:
         replay): live messages then wait in the buffer, so that they follow in order."""
         self.replayed_through = 0
         """Live messages numbered up to this were sent by a replay: they are skipped."""
-        self.writer = DirectWriter(connection, batch=SEND_BATCH)
+        self.writer = DirectWriter(connection, batch=SEND_BATCH, turn=turn)
         self.subscriber = Subscriber(
             queue_size=config.queue_size,
             policy=config.slow_policy,
@@ -130,6 +131,7 @@ class WebSocketServer:
         self._server: Server | None = None
         self._connections = Connections()
         self._clients: set[_Client] = set()
+        self._turn = TurnFlush()
 
     async def start(self) -> None:
         """Bind and start accepting connections (see :attr:`port` when the port is 0).
@@ -239,6 +241,7 @@ class WebSocketServer:
             f"websocket {peer}",
             config=config,
             on_filters_changed=self._hub.forget_routes,
+            turn=self._turn,
         )
         self._hub.add(client.subscriber)
         self._clients.add(client)

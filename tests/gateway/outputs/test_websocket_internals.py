@@ -19,7 +19,7 @@ from websockets.frames import Frame, Opcode
 from websockets.version import version as websockets_version
 
 from gateway.outputs.websocket import internals
-from gateway.outputs.websocket.internals import DirectWriter, missing
+from gateway.outputs.websocket.internals import DirectWriter, TurnFlush, missing
 
 GUARD = 10.0
 
@@ -63,10 +63,12 @@ def test_the_internals_the_fan_out_uses_are_there() -> None:
     run(main)
 
 
-def test_frames_written_now_and_sent_arrive_in_order() -> None:
+@pytest.mark.parametrize("shared_turn", [False, True], ids=["own-callback", "turn-flush"])
+def test_frames_written_now_and_sent_arrive_in_order(shared_turn: bool) -> None:
     async def main() -> None:
         async with connected() as (connection, client):
-            writer = DirectWriter(connection, batch=3)
+            turn = TurnFlush() if shared_turn else None
+            writer = DirectWriter(connection, batch=3, turn=turn)
             taken = [writer.write_now(f"now {n}".encode()) for n in range(4)]
             assert taken == [True, True, True, False]  # a batch per loop turn, at most
             await writer.send([b"sent 1", b"sent 2"])
