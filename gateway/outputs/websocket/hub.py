@@ -49,10 +49,10 @@ DROPPED_REASON = "slow_subscriber"
 class Subscriber:
     """One consumer of the hub: its filters, a bounded buffer, and what it has lost.
 
-    Add it to a :class:`Hub` with :meth:`Hub.add`, then run a sender that loops on
-    :meth:`next` and writes what it returns; under policy ``"disconnect"``, also wait
-    on :meth:`wait_overflowed` and close the connection when it returns. Remove it with
-    :meth:`Hub.remove` when the connection ends.
+    Add it to a :class:`Hub` with :meth:`Hub.add`, then run one sender that loops on
+    :meth:`next` (or :meth:`take`) and writes what it returns; under policy
+    ``"disconnect"``, also wait on :meth:`wait_overflowed` and close the connection when
+    it returns. Remove it with :meth:`Hub.remove` when the connection ends.
 
     Each buffered item is ``(seq, payload)``; ``seq`` is 0 for what is not a numbered
     message (statuses and dropped notices).
@@ -84,8 +84,12 @@ class Subscriber:
         self.max_filters = max_filters
         self._filters: dict[str, TopicFilter] = {}
         self._buffer: deque[tuple[int, bytes]] = deque()
-        self._ready = asyncio.Event()
-        self._overflow = asyncio.Event()
+        # Futures made when waited for, not Events: an Event carries a deque of its own,
+        # and thousands of idle clients each hold a subscriber (issue 11, P6).
+        self._waiter: asyncio.Future[None] | None = None
+        """The sender's, while it waits for something to send."""
+        self._overflowed = False
+        self._overflow_waiter: asyncio.Future[None] | None = None
         self._dropped = 0
         self._pending_dropped = 0
         self._behind = 0
@@ -132,7 +136,7 @@ class Subscriber:
         ``payload`` and counts it; policy ``"disconnect"`` marks the subscriber
         overflowed, releases its buffer and refuses everything from then on.
         """
-        if self._overflow.is_set():
+        if self._overflowed:
             self._behind += 1
             return False
         buffer = self._buffer
@@ -145,12 +149,14 @@ class Subscriber:
             return True
         if len(buffer) < self.queue_size:
             buffer.append((seq, payload))
-            self._ready.set()
+            _resolve(self._waiter)
             return True
         if self.policy == "disconnect":
             self._behind = len(buffer) + 1
             buffer.clear()
-            self._overflow.set()
+            self._overflowed = True
+            _resolve(self._overflow_waiter)
+            _resolve(self._waiter)
             logger.debug("%s overflowed: %d messages behind", self.name, self._behind)
             return False
         if self._pending_dropped == 0:
@@ -161,7 +167,7 @@ class Subscriber:
             )
         self._dropped += 1
         self._pending_dropped += 1
-        self._ready.set()
+        _resolve(self._waiter)
         return False
 
     async def next(self) -> tuple[int, bytes]:
@@ -171,8 +177,11 @@ class Subscriber:
         ``(0, b'{"type":"dropped","count":N}')``.
         """
         while not self._buffer and not self._pending_dropped:
-            self._ready.clear()
-            await self._ready.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         if self._pending_dropped:
             count, self._pending_dropped = self._pending_dropped, 0
             logger.info("%s lost %d messages, telling it", self.name, count)
@@ -197,7 +206,12 @@ class Subscriber:
 
         The caller must then close the connection: the subscriber takes nothing more.
         """
-        await self._overflow.wait()
+        if not self._overflowed:
+            self._overflow_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._overflow_waiter
+            finally:
+                self._overflow_waiter = None
         return self._behind
 
     @property
@@ -218,7 +232,7 @@ class Subscriber:
     @property
     def overflowed(self) -> bool:
         """True once the buffer overflowed under policy ``"disconnect"``."""
-        return self._overflow.is_set()
+        return self._overflowed
 
     @property
     def behind(self) -> int:
@@ -227,6 +241,12 @@ class Subscriber:
 
     def __repr__(self) -> str:
         return f"<Subscriber {self.name} {self.policy} {len(self._buffer)}/{self.queue_size}>"
+
+
+def _resolve(waiter: asyncio.Future[None] | None) -> None:
+    """Wake whoever waits on ``waiter`` (if anyone does)."""
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 @dataclass(frozen=True, slots=True)
