@@ -224,8 +224,7 @@ class MqttPublisher:
         self._connection: MqttConnection | None = None
         """The connection to the broker, while there is one."""
         self._window_size = min(
-            config.max_inflight if config.qos < 2 else min(config.max_inflight, QOS2_WINDOW),
-            _MAX_WINDOW,
+            config.max_inflight, QOS2_WINDOW if config.qos == 2 else _MAX_WINDOW
         )
         self._published = 0
         self._dropped = 0

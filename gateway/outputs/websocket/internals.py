@@ -18,6 +18,7 @@ import contextlib
 import functools
 import inspect
 import logging
+from collections.abc import Sequence
 
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
@@ -167,14 +168,14 @@ def text_frame(payload: bytes) -> bytes:
     return frame
 
 
-def _write_out(connection: ServerConnection, framed: list[bytes] = []) -> None:  # noqa: B006
+def _write_out(connection: ServerConnection, framed: Sequence[bytes] = ()) -> None:
     """Write the frames the protocol holds, then ``framed``, in one ``transport.write``.
 
     ``connection.send_data()`` writes them one by one: a system call per frame while
     the socket takes them, where one call does for a whole burst.
     """
     chunks = connection.protocol.data_to_send()
-    data = b"".join(chunks + framed) if framed else b"".join(chunks)
+    data = b"".join([*chunks, *framed])
     transport = connection.transport
     if data:
         transport.write(data)
